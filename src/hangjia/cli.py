@@ -1,0 +1,279 @@
+"""The `hangjia` command. Each subcommand is a plain function; its docstring is its --help."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hangjia import __version__
+from hangjia.config import ProjectConfig, config_template, load_config
+from hangjia.errors import HangjiaError
+from hangjia.workspace import Workspace
+
+app = typer.Typer(
+    help="Hangjia (行家): turn your documents into a domain-expert LLM you own, run and improve.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Project workspace folder.")]
+DocsOpt = Annotated[Path | None, typer.Option("--docs", "-d", help="Folder of source documents.")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="hangjia.yaml to use (default: WORKSPACE/hangjia.yaml if present).")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run even if inputs and config are unchanged.")]
+QuestionsOpt = Annotated[
+    Path | None, typer.Option("--questions", "-q", help="questions.jsonl to evaluate on (overrides eval.questions).")
+]
+
+
+def _setup(workspace: Path, config: Path | None, docs: Path | None = None) -> tuple[Workspace, ProjectConfig]:
+    ws = Workspace(workspace)
+    if config is None and ws.config_path.is_file():
+        config = ws.config_path
+    cfg = load_config(config)
+    if docs is not None:
+        cfg.docs = docs.expanduser().resolve()
+    return ws, cfg
+
+
+def _summary(results: list[dict[str, Any]], title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    table.add_column("stage")
+    table.add_column("status")
+    table.add_column("output")
+    table.add_column("counts")
+    for r in results:
+        counts = ", ".join(f"{k}={_fmt(v)}" for k, v in r["counts"].items() if not isinstance(v, dict))
+        table.add_row(r["stage"], "unchanged, skipped" if r["skipped"] else "done", r["dir"], counts)
+    out.print(table)
+    for r in results:
+        for skip in r.get("skipped_files", []):
+            out.print(f"[yellow]skipped[/] {skip['path']}: {skip['reason']}")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+def init(
+    workspace: Annotated[Path, typer.Argument(help="Folder to create.")],
+    docs: DocsOpt = None,
+) -> None:
+    """Create a workspace with a commented hangjia.yaml holding every setting at its default."""
+    ws = Workspace(workspace)
+    ws.root.mkdir(parents=True, exist_ok=True)
+    if ws.config_path.exists():
+        raise HangjiaError(f"{ws.config_path} already exists; edit it, or pick a new folder.")
+    text = config_template()
+    if docs is not None:
+        text = text.replace("docs: null", f"docs: {docs.expanduser().resolve()}")
+    ws.config_path.write_text(text, encoding="utf-8")
+    out.print(f"Created {ws.config_path}. Next: hangjia build --workspace {ws.root}" + ("" if docs else " --docs DIR"))
+
+
+@app.command()
+def ingest(workspace: WorkspaceOpt, docs: DocsOpt = None, config: ConfigOpt = None, force: ForceOpt = False) -> None:
+    """Load a folder of documents (txt, md, html, json, jsonl, csv), chunk them, and build the BM25 index."""
+    from hangjia import pipeline
+
+    ws, cfg = _setup(workspace, config, docs)
+    _summary([pipeline.ingest(ws, cfg, console, force), pipeline.index(ws, console, force)], "ingest")
+
+
+@app.command()
+def synth(workspace: WorkspaceOpt, config: ConfigOpt = None, force: ForceOpt = False) -> None:
+    """Generate grounded question/answer pairs from the ingested chunks (extractive, no LLM)."""
+    from hangjia import pipeline
+
+    ws, cfg = _setup(workspace, config)
+    _summary([pipeline.synth(ws, cfg, console, force)], "synth")
+
+
+@app.command()
+def train(
+    workspace: WorkspaceOpt,
+    config: ConfigOpt = None,
+    force: ForceOpt = False,
+    max_steps: Annotated[int | None, typer.Option(help="Override train.max_steps.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Override train.epochs.")] = None,
+) -> None:
+    """LoRA fine-tune the base model on the synthesized pairs; the adapter becomes model `domain`."""
+    from hangjia import pipeline
+
+    ws, cfg = _setup(workspace, config)
+    if max_steps is not None:
+        cfg.train.max_steps = max_steps
+    if epochs is not None:
+        cfg.train.epochs = epochs
+    _summary([pipeline.train(ws, cfg, console, force)], "train")
+
+
+@app.command(name="eval")
+def eval_(
+    workspace: WorkspaceOpt,
+    config: ConfigOpt = None,
+    questions: QuestionsOpt = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Score base vs tuned, RAG off vs on, on a questions.jsonl; print the table and save JSON."""
+    from hangjia import pipeline
+
+    ws, cfg = _setup(workspace, config)
+    if questions is not None:
+        cfg.eval.questions = questions.expanduser().resolve()
+    if limit is not None:
+        cfg.eval.limit = limit
+    _summary([pipeline.evaluate(ws, cfg, console, force)], "eval")
+    print_eval_table(ws)
+
+
+def print_eval_table(ws: Workspace) -> None:
+    results = json.loads((ws.stage_dir("eval") / "results.json").read_text())
+    conds = results["conditions"]
+    types = sorted({t for c in conds for t in c["by_type"]})
+    table = Table(title=f"Domain QA accuracy ({conds[0]['total']} questions)", title_justify="left")
+    for col in ["model", "RAG", "accuracy", *types, "false abstentions"]:
+        table.add_column(col, justify="left" if col in ("model", "RAG") else "right")
+    for c in conds:
+        cells = [f"{c['by_type'].get(t, 0) * 100:.1f}" for t in types]
+        table.add_row(
+            c["model"], "on" if c["rag"] else "off", f"{c['accuracy'] * 100:.1f}", *cells, str(c["false_abstentions"])
+        )
+    out.print(table)
+    out.print(f"answers: {ws.stage_dir('eval') / 'answers.jsonl'}")
+
+
+@app.command()
+def build(
+    workspace: WorkspaceOpt,
+    docs: DocsOpt = None,
+    config: ConfigOpt = None,
+    questions: QuestionsOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Run every stage in order: ingest, index, synth, train, eval (eval when questions are set)."""
+    from hangjia import pipeline
+
+    ws, cfg = _setup(workspace, config, docs)
+    if questions is not None:
+        cfg.eval.questions = questions.expanduser().resolve()
+    results = pipeline.build(ws, cfg, console, force)
+    _summary(results, f"build {ws.root}")
+    if ws.manifest("eval") and cfg.eval.questions is not None:
+        print_eval_table(ws)
+    out.print(f"Serve it: hangjia serve --workspace {ws.root} --port {cfg.serve.port}")
+
+
+@app.command()
+def serve(
+    workspace: WorkspaceOpt,
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default serve.host, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default serve.port, 8000).")] = None,
+) -> None:
+    """Serve `base` and `domain` over an OpenAI-compatible API (/v1/models, /v1/chat/completions)."""
+    from hangjia.serve.app import serve as run_server
+
+    ws, cfg = _setup(workspace, config)
+    run_server(
+        workspace=ws.root,
+        base_model=cfg.train.base_model,
+        host=host or cfg.serve.host,
+        port=port or cfg.serve.port,
+        rag_top_k=cfg.rag.top_k,
+        max_new_tokens=cfg.serve.max_new_tokens,
+    )
+
+
+@app.command()
+def chat(
+    workspace: WorkspaceOpt,
+    config: ConfigOpt = None,
+    model: Annotated[str, typer.Option(help="`domain` (tuned) or `base`.")] = "domain",
+    rag: Annotated[bool | None, typer.Option("--rag/--no-rag", help="Retrieve passages (default: on for domain).")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 256,
+) -> None:
+    """Chat in the terminal with a workspace's model. Empty line or Ctrl-D quits."""
+    from hangjia.engine import Engine, GenerationParams
+
+    ws, cfg = _setup(workspace, config)
+    with console.status("loading models"):
+        engine = Engine.from_workspace(ws, cfg.train.base_model, cfg.rag.top_k)
+    engine.check_model(model)
+    use_rag = engine.default_rag(model) if rag is None else rag
+    console.print(f"[bold]{model}[/] (RAG {'on' if use_rag else 'off'}) — empty line to quit")
+    history: list[dict[str, str]] = []
+    params = GenerationParams(max_new_tokens=max_tokens)
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            break
+        if not line:
+            break
+        history.append({"role": "user", "content": line})
+        citations, deltas, summary = engine.stream(history[-1:], model, params, use_rag)
+        out.print(f"{model}> ", end="")
+        for piece in deltas:
+            out.print(piece, end="", soft_wrap=True)
+        out.print()
+        for c in citations:
+            console.print(f"  [dim][{c['index']}] {c['source']} · {c['section']}[/]")
+        history.append({"role": "assistant", "content": summary.text})
+
+
+@app.command()
+def models(workspace: WorkspaceOpt, config: ConfigOpt = None) -> None:
+    """List the models a workspace serves, with where they live and how they were trained."""
+    from hangjia.models import EMBEDDED_NAME, cache_dir
+
+    ws, cfg = _setup(workspace, config)
+    train_manifest = ws.manifest("train")
+    base = train_manifest["config"]["base_model"] if train_manifest else cfg.train.base_model
+    table = Table(title=f"models in {ws.root}", title_justify="left")
+    for col in ("name", "what", "where", "trained"):
+        table.add_column(col)
+    cached = cache_dir() / EMBEDDED_NAME
+    where = str(cached) + ("" if cached.exists() else " (converted on first use)") if base == "embedded" else base
+    table.add_row("base", f"base model ({base})", where, "")
+    if train_manifest:
+        c = train_manifest["counts"]
+        trained = f"{train_manifest['started_at']}, {c.get('steps')} steps, val loss {_fmt(c.get('val_loss_before'))}"
+        trained += f" → {_fmt(c.get('val_loss_after'))}"
+        table.add_row("domain", "LoRA adapter", str(ws.stage_dir("train") / "adapter"), trained)
+    else:
+        table.add_row("domain", "not trained yet", f"run: hangjia build --workspace {ws.root}", "")
+    out.print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print the Hangjia version."""
+    out.print(__version__)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        app()
+    except HangjiaError as exc:
+        console.print(f"[bold red]error:[/] {exc.message}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted; committed stage outputs are intact.")
+        sys.exit(130)

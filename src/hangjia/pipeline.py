@@ -1,0 +1,227 @@
+"""`hangjia build`: the stages in order. Read this file to know the whole flow.
+
+    docs/ ──ingest──► documents + chunks ──index──► BM25 over chunks (RAG)
+                           │
+                           └──synth──► question/answer pairs (extractive, grounded) ─► train / val
+                                             │
+                                             └──train──► LoRA adapter on the base model
+                                                              │
+                                                              └──eval──► base vs tuned × RAG off/on
+
+Each stage skips itself when its inputs and config are unchanged (see workspace.py), and writes
+into a staging folder that replaces the old output only once complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hangjia.config import ProjectConfig
+from hangjia.errors import HangjiaError
+from hangjia.workspace import Workspace, sha256_file, sha256_tree
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+        transient=True,
+    )
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    n = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _skipped(name: str, ws: Workspace) -> dict[str, Any]:
+    manifest = ws.manifest(name) or {}
+    return {"stage": name, "skipped": True, "counts": manifest.get("counts", {}), "dir": str(ws.stage_dir(name))}
+
+
+def _done(name: str, ws: Workspace) -> dict[str, Any]:
+    return {**_skipped(name, ws), "skipped": False}
+
+
+def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
+    """Load every document under cfg.docs, chunk it with provenance; failures are skipped and reported."""
+    from hangjia.data.chunk import chunk_documents
+    from hangjia.data.documents import load_documents
+
+    if cfg.docs is None:
+        raise HangjiaError("No documents folder given; pass --docs DIR or set `docs:` in hangjia.yaml.")
+    docs_dir = Path(cfg.docs)
+    if not docs_dir.is_dir():
+        raise HangjiaError(f"Docs folder {docs_dir} does not exist; pass --docs with a folder of documents.")
+    inputs = {"docs": sha256_tree(docs_dir)}
+    config = {"docs": str(docs_dir), **cfg.ingest.model_dump()}
+    if not force and ws.is_current("ingest", inputs, config):
+        return _skipped("ingest", ws)
+    with ws.stage("ingest", inputs, config) as run, _progress(console) as progress:
+        files = [p for p in docs_dir.rglob("*") if p.is_file()]
+        task = progress.add_task("ingest", total=len(files), status="")
+        documents, skipped = load_documents(
+            docs_dir, on_file=lambda rel: progress.update(task, advance=1, status=rel)
+        )
+        chunks = chunk_documents(documents, cfg.ingest.chunk_words, cfg.ingest.chunk_overlap_words)
+        write_jsonl(run.dir / "documents.jsonl", (d.to_dict() for d in documents))
+        write_jsonl(run.dir / "chunks.jsonl", (c.to_dict() for c in chunks))
+        report = {
+            "documents": len(documents),
+            "chunks": len(chunks),
+            "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+            "formats": dict(Counter(d.format for d in documents)),
+        }
+        (run.dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+        run.counts.update(documents=len(documents), chunks=len(chunks), skipped=len(skipped))
+    result = _done("ingest", ws)
+    result["skipped_files"] = report["skipped"]
+    return result
+
+
+def index(ws: Workspace, console: Console, force: bool = False) -> dict[str, Any]:
+    """BM25 over the ingested chunks, for retrieval-augmented answers."""
+    from hangjia.data.chunk import Chunk
+    from hangjia.rag.index import BM25Index
+
+    upstream = ws.require("ingest", "`hangjia ingest`")
+    inputs = {"ingest": upstream["fingerprint"]}
+    if not force and ws.is_current("index", inputs, {}):
+        return _skipped("index", ws)
+    with ws.stage("index", inputs, {}) as run:
+        chunks = [Chunk.from_dict(r) for r in read_jsonl(ws.stage_dir("ingest") / "chunks.jsonl")]
+        with console.status(f"indexing {len(chunks)} chunks"):
+            BM25Index.build(chunks).save(run.dir)
+        run.counts.update(chunks=len(chunks))
+    return _done("index", ws)
+
+
+def synth(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
+    """Extractive question/answer pairs from the chunks, each grounded in its passage; stable train/val split."""
+    from hangjia.data.chunk import Chunk
+    from hangjia.data.documents import Document
+    from hangjia.data.synth import extract_pairs
+
+    upstream = ws.require("ingest", "`hangjia ingest`")
+    inputs = {"ingest": upstream["fingerprint"]}
+    config = cfg.synth.model_dump()
+    if not force and ws.is_current("synth", inputs, config):
+        return _skipped("synth", ws)
+    with ws.stage("synth", inputs, config) as run:
+        src = ws.stage_dir("ingest")
+        documents = [Document.from_dict(r) for r in read_jsonl(src / "documents.jsonl")]
+        chunks = [Chunk.from_dict(r) for r in read_jsonl(src / "chunks.jsonl")]
+        with console.status(f"synthesizing from {len(chunks)} chunks"):
+            pairs = extract_pairs(documents, chunks, max_per_chunk=cfg.synth.max_pairs_per_chunk)
+        if not pairs:
+            raise HangjiaError("The extractive generator found no question/answer pairs in these documents.")
+        rows = [p.to_dict() for p in pairs]
+        val = [r for r in rows if _bucket(r["question"]) < cfg.synth.val_fraction]
+        train = [r for r in rows if _bucket(r["question"]) >= cfg.synth.val_fraction]
+        write_jsonl(run.dir / "pairs.jsonl", rows)
+        write_jsonl(run.dir / "train.jsonl", train)
+        write_jsonl(run.dir / "val.jsonl", val)
+        kinds = dict(Counter(r["kind"] for r in rows))
+        (run.dir / "report.json").write_text(json.dumps({"pairs": len(rows), "by_kind": kinds}, indent=2))
+        run.counts.update(pairs=len(rows), train=len(train), val=len(val), by_kind=kinds)
+    return _done("synth", ws)
+
+
+def _bucket(text: str) -> float:
+    """A stable pseudo-random number in [0, 1) from the text (so splits never change between runs)."""
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 16**8
+
+
+def train(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
+    """LoRA SFT of the base model on the synthesized pairs (loss on answers only)."""
+    from hangjia.models import resolve_base
+    from hangjia.train.sft import LoraSFTArgs, train_lora_sft
+
+    upstream = ws.require("synth", "`hangjia synth`")
+    inputs = {"synth": upstream["fingerprint"]}
+    config = cfg.train.model_dump()
+    if not force and ws.is_current("train", inputs, config):
+        return _skipped("train", ws)
+    with console.status("preparing the base model"):
+        base_dir = resolve_base(cfg.train.base_model)
+    src = ws.stage_dir("synth")
+    train_pairs = [(r["question"], r["answer"]) for r in read_jsonl(src / "train.jsonl")]
+    val_pairs = [(r["question"], r["answer"]) for r in read_jsonl(src / "val.jsonl")]
+    args = LoraSFTArgs(**{k: v for k, v in config.items() if k != "base_model"})
+    with ws.stage("train", inputs, config) as run, _progress(console) as progress:
+        task = progress.add_task("train", total=None, status="")
+
+        def on_step(step: int, total: int, logs: dict[str, float]) -> None:
+            status = f"loss {logs['loss']:.3f}  lr {logs.get('learning_rate', 0):.2e}"
+            progress.update(task, completed=step, total=total, status=status)
+
+        metrics = train_lora_sft(base_dir, train_pairs, val_pairs, run.dir, args, on_step=on_step)
+        (run.dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        run.counts.update(metrics)
+    return _done("train", ws)
+
+
+def evaluate(
+    ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False
+) -> dict[str, Any]:
+    """Base vs tuned, RAG off vs on, on cfg.eval.questions."""
+    from hangjia.engine import Engine
+    from hangjia.eval.qa import conditions, evaluate, load_questions
+
+    if cfg.eval.questions is None:
+        raise HangjiaError("No questions to evaluate; pass --questions FILE or set eval.questions in hangjia.yaml.")
+    questions_path = Path(cfg.eval.questions)
+    questions = load_questions(questions_path, cfg.eval.limit)
+    inputs = {
+        "questions": sha256_file(questions_path),
+        "train": (ws.manifest("train") or {}).get("fingerprint", ""),
+        "index": (ws.manifest("index") or {}).get("fingerprint", ""),
+    }
+    config = {**cfg.eval.model_dump(), **cfg.rag.model_dump(), "base_model": cfg.train.base_model}
+    if not force and ws.is_current("eval", inputs, config):
+        return _skipped("eval", ws)
+    with console.status("loading models"):
+        engine = Engine.from_workspace(ws, cfg.train.base_model, cfg.rag.top_k)
+    with ws.stage("eval", inputs, config) as run, _progress(console) as progress:
+        total = len(questions) * len(conditions(engine))
+        task = progress.add_task("eval", total=total, status="")
+        results = evaluate(
+            engine, questions, cfg.eval.max_new_tokens, on_batch=lambda n: progress.update(task, advance=n)
+        )
+        write_jsonl(run.dir / "answers.jsonl", results.pop("answers"))
+        (run.dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+        run.counts.update(
+            {f"{c['model']}{'+rag' if c['rag'] else ''}": c["accuracy"] for c in results["conditions"]}
+        )
+    return _done("eval", ws)
+
+
+def build(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> list[dict[str, Any]]:
+    """All stages in order; evaluation only when questions are configured."""
+    results = [ingest(ws, cfg, console, force), index(ws, console, force)]
+    results.append(synth(ws, cfg, console, force))
+    results.append(train(ws, cfg, console, force))
+    if cfg.eval.questions is not None:
+        results.append(evaluate(ws, cfg, console, force))
+    return results
