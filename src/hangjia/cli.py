@@ -29,7 +29,8 @@ out = Console()
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Project workspace folder.")]
 DocsOpt = Annotated[Path | None, typer.Option("--docs", "-d", help="Folder of source documents.")]
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="hangjia.yaml to use (default: WORKSPACE/hangjia.yaml if present).")
+    Path | None,
+    typer.Option("--config", "-c", help="hangjia.yaml to use (default: WORKSPACE/hangjia.yaml if present)."),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run even if inputs and config are unchanged.")]
 QuestionsOpt = Annotated[
@@ -203,7 +204,9 @@ def chat(
     workspace: WorkspaceOpt,
     config: ConfigOpt = None,
     model: Annotated[str, typer.Option(help="`domain` (tuned) or `base`.")] = "domain",
-    rag: Annotated[bool | None, typer.Option("--rag/--no-rag", help="Retrieve passages (default: on for domain).")] = None,
+    rag: Annotated[
+        bool | None, typer.Option("--rag/--no-rag", help="Retrieve passages (default: on for domain).")
+    ] = None,
     max_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 256,
 ) -> None:
     """Chat in the terminal with a workspace's model. Empty line or Ctrl-D quits."""

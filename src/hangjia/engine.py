@@ -55,6 +55,11 @@ class Engine:
         self.model = load_causal_lm(base_dir, adapter_dir)
         self.index = index
         self.rag_top_k = rag_top_k
+        # A model may end a turn on several tokens (Llama-3's <|eot_id|>, Qwen's pair): honour them all.
+        configured = self.model.generation_config.eos_token_id
+        configured = configured if isinstance(configured, list) else [configured]
+        self.eos_ids = sorted({i for i in [*configured, self.tokenizer.eos_token_id] if i is not None})
+        self.context_limit = getattr(self.model.config, "max_position_embeddings", None)
         self._lock = threading.Lock()
 
     @classmethod
@@ -102,15 +107,29 @@ class Engine:
         ]
         return messages, citations
 
-    def _encode(self, batch: list[list[dict[str, str]]]):
+    def _encode(self, batch: list[list[dict[str, str]]], max_new_tokens: int):
         texts = [self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in batch]
-        return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        n_prompt = int(enc["attention_mask"].sum(dim=1).max())
+        if self.context_limit and n_prompt + max_new_tokens > self.context_limit:
+            raise HangjiaError(
+                f"The prompt has {n_prompt} tokens and {max_new_tokens} more were asked for, but the model's "
+                f"context holds {self.context_limit}; shorten the conversation or lower max_tokens."
+            )
+        return enc
+
+    def _answer_length(self, new) -> tuple[int, str]:
+        """Tokens up to the first end-of-turn token, and whether the model stopped or hit the cap."""
+        import torch
+
+        ended = torch.isin(new, torch.tensor(self.eos_ids)).nonzero()
+        return (int(ended[0]), "stop") if len(ended) else (len(new), "length")
 
     def _generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
-            "eos_token_id": self.tokenizer.eos_token_id,
+            "eos_token_id": self.eos_ids,
         }
         if params.temperature > 0:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
@@ -132,21 +151,20 @@ class Engine:
         import torch
 
         self.check_model(name)
-        enc = self._encode(batch)
+        enc = self._encode(batch, params.max_new_tokens)
         with self._lock, self._adapter_scope(name), torch.inference_mode():
             out = self.model.generate(**enc, **self._generate_kwargs(params))
         prompt_len = enc["input_ids"].shape[1]
         results = []
         for row, mask in zip(out, enc["attention_mask"], strict=True):
             new = row[prompt_len:]
-            ended = (new == self.tokenizer.eos_token_id).nonzero()
-            n_new = int(ended[0]) if len(ended) else len(new)
+            n_new, finish = self._answer_length(new)
             text = self.tokenizer.decode(new[:n_new], skip_special_tokens=True)
-            finish = "stop" if len(ended) else "length"
             results.append(Completion(text.strip(), int(mask.sum()), n_new, finish))
         return results
 
     def chat(self, messages: list[dict[str, str]], name: str, params: GenerationParams, rag: bool) -> Completion:
+        self.check_model(name)
         prepared, citations = self.prepare(messages, rag)
         completion = self.generate_batch([prepared], name, params)[0]
         completion.citations = citations
@@ -160,7 +178,7 @@ class Engine:
 
         self.check_model(name)
         prepared, citations = self.prepare(messages, rag)
-        enc = self._encode([prepared])
+        enc = self._encode([prepared], params.max_new_tokens)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         summary = Completion("", int(enc["input_ids"].shape[1]), 0, "stop", citations)
 
@@ -175,9 +193,7 @@ class Engine:
                 summary.finish_reason = "error"
                 raise
             new = out[0][enc["input_ids"].shape[1] :]
-            ended = (new == self.tokenizer.eos_token_id).nonzero()
-            summary.completion_tokens = int(ended[0]) if len(ended) else len(new)
-            summary.finish_reason = "stop" if len(ended) else "length"
+            summary.completion_tokens, summary.finish_reason = self._answer_length(new)
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()

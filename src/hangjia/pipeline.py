@@ -81,9 +81,7 @@ def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
     with ws.stage("ingest", inputs, config) as run, _progress(console) as progress:
         files = [p for p in docs_dir.rglob("*") if p.is_file()]
         task = progress.add_task("ingest", total=len(files), status="")
-        documents, skipped = load_documents(
-            docs_dir, on_file=lambda rel: progress.update(task, advance=1, status=rel)
-        )
+        documents, skipped = load_documents(docs_dir, on_file=lambda rel: progress.update(task, advance=1, status=rel))
         chunks = chunk_documents(documents, cfg.ingest.chunk_words, cfg.ingest.chunk_overlap_words)
         write_jsonl(run.dir / "documents.jsonl", (d.to_dict() for d in documents))
         write_jsonl(run.dir / "chunks.jsonl", (c.to_dict() for c in chunks))
@@ -182,9 +180,7 @@ def train(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fal
     return _done("train", ws)
 
 
-def evaluate(
-    ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False
-) -> dict[str, Any]:
+def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
     """Base vs tuned, RAG off vs on, on cfg.eval.questions."""
     from hangjia.engine import Engine
     from hangjia.eval.qa import conditions, evaluate, load_questions
@@ -211,9 +207,7 @@ def evaluate(
         )
         write_jsonl(run.dir / "answers.jsonl", results.pop("answers"))
         (run.dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
-        run.counts.update(
-            {f"{c['model']}{'+rag' if c['rag'] else ''}": c["accuracy"] for c in results["conditions"]}
-        )
+        run.counts.update({f"{c['model']}{'+rag' if c['rag'] else ''}": c["accuracy"] for c in results["conditions"]})
     return _done("eval", ws)
 
 

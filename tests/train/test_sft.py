@@ -10,8 +10,17 @@ PAIRS = [(f"What does fault code E{i} mean?", f"Fault {i}: drain pump blocked.")
 
 def _args(**over):
     base = dict(
-        lora_r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], learning_rate=5e-2,
-        epochs=4, max_steps=-1, batch_size=4, warmup_ratio=0.0, max_length=512, seed=0,
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "v_proj"],
+        learning_rate=5e-2,
+        epochs=4,
+        max_steps=-1,
+        batch_size=4,
+        warmup_ratio=0.0,
+        max_length=512,
+        seed=0,
     )
     return LoraSFTArgs(**{**base, **over})
 

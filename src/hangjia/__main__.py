@@ -1,0 +1,3 @@
+from hangjia.cli import main
+
+main()
