@@ -1,2 +1,3 @@
 """Hangjia: documents in, a domain-expert LLM out."""
+
 __version__ = "0.1.0"

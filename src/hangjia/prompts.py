@@ -11,7 +11,7 @@ from typing import Protocol
 
 SYSTEM_PROMPT = (
     "You are a domain expert assistant. Answer briefly and precisely. "
-    "If the answer is not known to you, say \"I don't know\"."
+    'If the answer is not known to you, say "I don\'t know".'
 )
 
 

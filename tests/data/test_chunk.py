@@ -64,8 +64,9 @@ def test_every_section_word_is_covered(kestrel):
 
 
 def test_chunk_text_carries_section_title_and_table_header():
-    doc = make_doc("codes.md", "# Codes\n\n" + "Code | Meaning\n" + "".join(f"E{i} | Fault number {i}\n"
-                                                                     for i in range(10, 40)))
+    doc = make_doc(
+        "codes.md", "# Codes\n\n" + "Code | Meaning\n" + "".join(f"E{i} | Fault number {i}\n" for i in range(10, 40))
+    )
     chunks = chunk_documents([doc], max_words=40, overlap_words=0)
     assert len(chunks) > 1
     assert chunks[0].text.startswith("Codes\n")

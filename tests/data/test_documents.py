@@ -58,8 +58,7 @@ JSON_DATA = {
     "title": "Service Centres",
     "hotline": {"phone": "0800 111"},
     "centres": [
-        {"name": "North", "city": "Ashby", "hours": {"mon": "9-17"}, "services": ["pumps", "valves"],
-         "open": True},
+        {"name": "North", "city": "Ashby", "hours": {"mon": "9-17"}, "services": ["pumps", "valves"], "open": True},
         {"name": "South", "city": "Brill", "hours": {"mon": "closed"}, "services": ["pumps"], "open": False},
     ],
 }
@@ -114,8 +113,15 @@ def test_iter_files_is_sorted_recursive_and_skips_hidden(tmp_path):
 
 def test_good_files_load_and_bad_files_are_skipped_with_a_reason(loaded):
     docs, skipped, seen = loaded
-    assert set(docs) == {"guide.txt", "manual.md", "recalls.html", "centres.json", "sub/records.jsonl",
-                         "parts.csv", "codes.tsv"}
+    assert set(docs) == {
+        "guide.txt",
+        "manual.md",
+        "recalls.html",
+        "centres.json",
+        "sub/records.jsonl",
+        "parts.csv",
+        "codes.tsv",
+    }
     assert skipped["binary.txt"].startswith("binary file")
     assert skipped["latin1.txt"].startswith("not valid UTF-8")
     assert skipped["empty.md"] == "empty file"
@@ -143,8 +149,17 @@ def test_md_headings_tables_and_inline_markup(loaded):
 
 def test_html_drops_boilerplate_and_keeps_main_content(loaded):
     doc = loaded[0]["recalls.html"]
-    noise_words = ("SCRIPT-TEXT", "cookies", "Accept all", "NAV-LINK", "BREADCRUMB", "ASIDE-TEXT",
-                   "FOOTER-TEXT", "Logo", "color")
+    noise_words = (
+        "SCRIPT-TEXT",
+        "cookies",
+        "Accept all",
+        "NAV-LINK",
+        "BREADCRUMB",
+        "ASIDE-TEXT",
+        "FOOTER-TEXT",
+        "Logo",
+        "color",
+    )
     for noise in noise_words:
         assert noise not in doc.text
     assert [s.title for s in doc.sections] == ["Recalls", "Parts"]
@@ -216,8 +231,16 @@ def test_kestrel_docs_all_load():
 
 def test_kestrel_recall_page_has_no_banner_or_navigation():
     doc = {d.source: d for d in load_documents(KESTREL_DOCS)[0]}["recall_notices.html"]
-    for noise in ("cookies", "Cookie settings", "Retailer login", "Spare parts shop", "Imprint", "Sitemap",
-                  "Search kestrel-home", "dataLayer"):
+    for noise in (
+        "cookies",
+        "Cookie settings",
+        "Retailer login",
+        "Spare parts shop",
+        "Imprint",
+        "Sitemap",
+        "Search kestrel-home",
+        "dataLayer",
+    ):
         assert noise not in doc.text
     assert "KR-2024-02" in doc.text and "KP-9002B" in doc.text
     assert "KR-2022-01 | DW-3100 Compact 45" in doc.text  # the closed-recalls table row

@@ -41,8 +41,10 @@ def test_generators_are_registered():
 
 
 def test_faq_question_line_answered_by_the_next_sentences():
-    text = ("# Help\n\n## Cleaning\n\n**How often should I clean the filter?**\n"
-            "Every two weeks. Rinse it under the tap.\n\nQ: Can I use salt? A: Only dishwasher salt.\n")
+    text = (
+        "# Help\n\n## Cleaning\n\n**How often should I clean the filter?**\n"
+        "Every two weeks. Rinse it under the tap.\n\nQ: Can I use salt? A: Only dishwasher salt.\n"
+    )
     got = qa(pairs_for("faq.md", text), "faq")
     assert got["How often should I clean the filter?"] == "Every two weeks. Rinse it under the tap."
     assert got["Can I use salt?"] == "Only dishwasher salt."
@@ -59,17 +61,21 @@ def test_markdown_table_gives_forward_and_reverse_questions():
 def test_transposed_and_column_aligned_tables():
     md = "# Specs\n\n| | A-1 | B-2 |\n|---|---|---|\n| Width | 45 cm | 60 cm |\n"
     assert qa(pairs_for("specs.md", md), "table")["What is the width of B-2?"] == "60 cm"
-    txt = ("PRESSURE\n\n  Fill pressure          1.5 bar\n  Safety valve opens     3 bar\n\n"
-           "FLOW\n\n                    HP-8     HP-12\n  Minimum flow      14 L/min   20 L/min\n"
-           "  Weight            98 kg      131 kg\n")
+    txt = (
+        "PRESSURE\n\n  Fill pressure          1.5 bar\n  Safety valve opens     3 bar\n\n"
+        "FLOW\n\n                    HP-8     HP-12\n  Minimum flow      14 L/min   20 L/min\n"
+        "  Weight            98 kg      131 kg\n"
+    )
     got = qa(pairs_for("guide.txt", txt), "table")
     assert got["Pressure: what is the fill pressure?"] == "1.5 bar"
     assert got["What is the weight of HP-12?"] == "131 kg"
 
 
 def test_csv_records_and_reverse_part_number_lookup():
-    csv = ("part_number,description,compatible_models,price_eur\nKP-1,Drain pump,DW-1,38.50\n"
-           "KP-2,Door seal,DW-1,22.50\nKP-3,Door seal,DW-2,24.50\n")
+    csv = (
+        "part_number,description,compatible_models,price_eur\nKP-1,Drain pump,DW-1,38.50\n"
+        "KP-2,Door seal,DW-1,22.50\nKP-3,Door seal,DW-2,24.50\n"
+    )
     got = qa(pairs_for("parts.csv", csv), "record")
     assert got["What is the price (EUR) of KP-1?"] == "38.50 EUR"
     assert got["What is the description of KP-2?"] == "Door seal"
@@ -85,8 +91,10 @@ def test_json_records_are_labelled_by_name():
 
 
 def test_definitions_from_codes_terms_and_means():
-    txt = ("FAULTS\n\nE24 – Drain pump blocked\n\nFuse: 10 A.\n\nCL on the display means that the child lock "
-           "is on.\n\nP01  LOW WATER FLOW\n     The flow is below the minimum.\n")
+    txt = (
+        "FAULTS\n\nE24 – Drain pump blocked\n\nFuse: 10 A.\n\nCL on the display means that the child lock "
+        "is on.\n\nP01  LOW WATER FLOW\n     The flow is below the minimum.\n"
+    )
     got = qa(pairs_for("faults.txt", txt), "definition")
     assert got["What does E24 mean?"] == "Drain pump blocked"
     assert got["What does P01 mean?"] == "Low water flow"  # an ALL-CAPS heading line over its description
@@ -95,8 +103,14 @@ def test_definitions_from_codes_terms_and_means():
 
 
 def test_numeric_blanks_the_value_with_its_unit():
-    got = qa(pairs_for("manual.md", "# Manual\n\n## Drain\n\nThe drain hose must not be higher than 900 mm "
-                                   "above the floor. It costs 1,140.00 EUR.\n"), "numeric")
+    got = qa(
+        pairs_for(
+            "manual.md",
+            "# Manual\n\n## Drain\n\nThe drain hose must not be higher than 900 mm "
+            "above the floor. It costs 1,140.00 EUR.\n",
+        ),
+        "numeric",
+    )
     question = next(q for q, a in got.items() if a == "900 mm")
     assert question.startswith('According to Manual, section "Drain", what is the missing value in:')
     assert '"The drain hose must not be higher than ___ above the floor."' in question

@@ -33,8 +33,13 @@ def test_tokenize_keeps_codes_whole_and_drops_stopwords():
 
 
 def test_search_ranks_the_chunk_with_the_code_first():
-    idx = BM25Index.build([chunk(0, "Drain pump KP-2210 costs 38.50 EUR."), chunk(1, "Door seal KP-4100."),
-                           chunk(2, "Error E24 means the drain pump is blocked.")])
+    idx = BM25Index.build(
+        [
+            chunk(0, "Drain pump KP-2210 costs 38.50 EUR."),
+            chunk(1, "Door seal KP-4100."),
+            chunk(2, "Error E24 means the drain pump is blocked."),
+        ]
+    )
     assert idx.search("KP-2210")[0][0].id == chunk(0, "").id
     assert idx.search("what does e24 mean")[0][0].text.startswith("Error E24")
     scores = [s for _, s in idx.search("drain pump", k=3)]
@@ -57,8 +62,9 @@ def test_save_load_round_trip_gives_identical_results(index, tmp_path):
     loaded = BM25Index.load(tmp_path / "idx")
     assert loaded.chunks == index.chunks
     for query in ("E24 drain pump", "KP-2211 price", "Who manages the Brennvik centre?", "glycol"):
-        assert [(c.id, round(s, 5)) for c, s in loaded.search(query, k=5)] == \
-            [(c.id, round(s, 5)) for c, s in index.search(query, k=5)]
+        assert [(c.id, round(s, 5)) for c, s in loaded.search(query, k=5)] == [
+            (c.id, round(s, 5)) for c, s in index.search(query, k=5)
+        ]
 
 
 def test_load_missing_index_and_build_empty_raise(tmp_path):

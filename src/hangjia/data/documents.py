@@ -204,8 +204,25 @@ def load_md(raw: bytes, relpath: str) -> tuple[str, list[Section]]:
 _DROP_TAGS = ["script", "style", "nav", "header", "footer", "aside", "form", "noscript", "template", "svg"]
 _DROP_MARKERS = ("cookie", "banner", "nav", "footer")
 _HEADINGS = {"h1", "h2", "h3", "h4"}
-_PARAGRAPH_TAGS = {"p", "div", "section", "article", "main", "ul", "ol", "dl", "blockquote", "pre", "table",
-                   "h5", "h6", "figure", "address", "details", "body"}
+_PARAGRAPH_TAGS = {
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "ul",
+    "ol",
+    "dl",
+    "blockquote",
+    "pre",
+    "table",
+    "h5",
+    "h6",
+    "figure",
+    "address",
+    "details",
+    "body",
+}
 _LINE_TAGS = {"li", "tr", "br", "dt", "dd", "summary", "figcaption"}
 
 
@@ -334,8 +351,7 @@ def load_json(raw: bytes, relpath: str) -> tuple[str, list[Section]]:
     if not isinstance(data, dict):
         raise ValueError("JSON holds a single value, not a list of records or an object")
     # Lists of objects become one section per record; everything else goes into a leading section.
-    is_records = {k: bool(v) and isinstance(v, list) and all(isinstance(x, dict) for x in v)
-                  for k, v in data.items()}
+    is_records = {k: bool(v) and isinstance(v, list) and all(isinstance(x, dict) for x in v) for k, v in data.items()}
     header = {k: v for k, v in data.items() if not is_records[k]}
     header_title = next((_scalar(header[k]) for k in ("title", "name") if _scalar(header.get(k))), "")
     blocks: list[Block] = [(header_title, "\n".join(_flatten(header)))]
@@ -406,7 +422,8 @@ _FORMATS = {".text": "txt", ".markdown": "md", ".htm": "html", ".tsv": "csv"}
 def iter_files(root: Path) -> list[Path]:
     """All files under root, sorted, skipping hidden files and folders."""
     return sorted(
-        p for p in root.rglob("*")
+        p
+        for p in root.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
 
@@ -434,9 +451,7 @@ def _load_one(path: Path, rel: str) -> Document | Skipped:
     return Document(rel, fmt, text, sections, hashlib.sha256(raw).hexdigest())
 
 
-def load_documents(
-    root: Path, on_file: Callable[[str], None] | None = None
-) -> tuple[list[Document], list[Skipped]]:
+def load_documents(root: Path, on_file: Callable[[str], None] | None = None) -> tuple[list[Document], list[Skipped]]:
     """Load every supported file under root; unreadable files are reported as Skipped, not raised."""
     root = Path(root)
     if not root.is_dir():

@@ -43,12 +43,75 @@ MAX_ANSWER_WORDS = 40
 RECORD_FORMATS = {"csv", "json", "jsonl"}
 STOPWORDS = frozenset(
     {
-        "a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "can", "could", "did", "do", "does",
-        "for", "from", "had", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "may",
-        "might", "must", "no", "not", "of", "on", "or", "our", "shall", "should", "so", "such", "than",
-        "that", "the", "their", "them", "then", "there", "these", "they", "this", "those", "to", "was", "we",
-        "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with", "would", "you",
-        "your", "yes"
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "may",
+        "might",
+        "must",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "shall",
+        "should",
+        "so",
+        "such",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "yes",
     }
 )
 
@@ -111,8 +174,9 @@ def _clean_title(title: str) -> str:
     title = re.sub(r"^\d+(\.\d+)*\.?\s+", "", " ".join(title.split()))
     if title.upper() == title:
         small = {"and", "or", "of", "the", "a", "an", "in", "on", "for", "to", "with", "without"}
-        words = [w if re.search(r"\d", w) else w.lower() if w.lower() in small else w.capitalize()
-                 for w in title.split()]
+        words = [
+            w if re.search(r"\d", w) else w.lower() if w.lower() in small else w.capitalize() for w in title.split()
+        ]
         title = " ".join(words)
     return title[:1].upper() + title[1:]
 
@@ -217,8 +281,11 @@ def faq_pairs(doc: Document, chunks: list[Chunk]) -> Iterable[Candidate]:
 
 def _table_rows(rows: list[list[str]], header: list[str], cols: Iterable[int]) -> Iterable[Row]:
     transposed = not header[0]  # "| DW-3100 | DW-4500": row labels are properties, columns are items
-    order = ((r, c) for r in range(len(rows)) for c in cols) if transposed else \
-        ((r, c) for c in cols for r in range(len(rows)))  # each item's main facts first
+    order = (
+        ((r, c) for r in range(len(rows)) for c in cols)
+        if transposed
+        else ((r, c) for c in cols for r in range(len(rows)))
+    )  # each item's main facts first
     for r, c in order:
         row = rows[r]
         if len(row) == len(header) and row[0] and row[c].lower() not in ("", "x", "-", "–", "n/a"):
@@ -245,8 +312,9 @@ def _reverse_rows(rows: list[list[str]], header: list[str]) -> Iterable[Row]:
         meaning = "meaning" in header[name].lower()
         target = f'means "{row[name]}"' if meaning else f"is the {_phrase(row[name])}"
         if counts[row[name]] > 1:  # "Door seal" fits three models: say which one
-            unique = [c for c in range(1, len(header))
-                      if c != name and row[c] and pair_counts[c, row[name], row[c]] == 1]
+            unique = [
+                c for c in range(1, len(header)) if c != name and row[c] and pair_counts[c, row[name], row[c]] == 1
+            ]
             if not unique:
                 continue
             target += f" with {_field(header[unique[0]])} {row[unique[0]]}"
@@ -257,7 +325,7 @@ def _table_runs(doc: Document, start: int, end: int) -> list[list[Line]]:
     """Runs of adjacent table rows of one kind (" | " or column-aligned); separator rows are dropped."""
     runs: list[list[Line]] = []
     prev_end, prev_kind = -2, ""
-    for line in (( m.start(), m.end(), m.group()) for m in _LINE.finditer(doc.text, start, end)):
+    for line in ((m.start(), m.end(), m.group()) for m in _LINE.finditer(doc.text, start, end)):
         kind = ("pipe" if "|" in line[2] else "columns") if _cells(line[2]) else ""
         adjacent = prev_end + 1 == line[0] and kind == prev_kind
         prev_end = line[1]
@@ -333,8 +401,28 @@ _TERM_DEF = re.compile(r"^(?P<term>[A-Z][^:\d]{0,50}?):\s+(?P<def>\S.*)$")
 _MEANS = re.compile(r"^(?P<term>[A-Z0-9][\w+/-]*(?: [\w+/-]+){0,3}?) means (?:that )?(?P<def>[^.;]+)")
 _IS_A = re.compile(r"^(?P<term>[A-Z][\w+/-]*(?: [\w+/-]+){0,2}?) is (?P<def>(?:a|an|the) [^.;]+)")
 _NOT_TERMS = {
-    "note", "caution", "warning", "example", "important", "tip", "disclaimer", "legal notice", "user",
-    "installer", "this", "it", "that", "there", "the", "a", "an", "which", "what", "they", "we", "you",
+    "note",
+    "caution",
+    "warning",
+    "example",
+    "important",
+    "tip",
+    "disclaimer",
+    "legal notice",
+    "user",
+    "installer",
+    "this",
+    "it",
+    "that",
+    "there",
+    "the",
+    "a",
+    "an",
+    "which",
+    "what",
+    "they",
+    "we",
+    "you",
 }
 _VERB = re.compile(r"\b(is|are|was|were|has|have|can|must|will|should|may|do|does)\b", re.IGNORECASE)
 
@@ -371,8 +459,10 @@ def definition_pairs(doc: Document, chunks: list[Chunk]) -> Iterable[Candidate]:
 
 
 _NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
-_UNITS = (r"L/min|l/min|dB\(A\)|dB|°C|° C|kWh|kW|MPa|kPa|mm2|mm|cm|km|kg|bar|EUR|€|%|working days"
-          r"|months?|years?|weeks?|days?|hours?|minutes?|seconds?|litres?|liters?|ml|mA|Hz|V|W|A|h|l|m|C|g")
+_UNITS = (
+    r"L/min|l/min|dB\(A\)|dB|°C|° C|kWh|kW|MPa|kPa|mm2|mm|cm|km|kg|bar|EUR|€|%|working days"
+    r"|months?|years?|weeks?|days?|hours?|minutes?|seconds?|litres?|liters?|ml|mA|Hz|V|W|A|h|l|m|C|g"
+)
 _MEASURE = re.compile(rf"(?<![\w.,/:-])(?:€\s?)?(?:{_NUM})(?:\s?[–-]\s?(?:{_NUM}))?\s?(?:{_UNITS})(?![\w/])")
 
 
@@ -389,7 +479,7 @@ def numeric_pairs(doc: Document, chunks: list[Chunk]) -> Iterable[Candidate]:
                 if not 4 <= _words(sentence) <= MAX_ANSWER_WORDS:
                     continue
                 for m in list(_MEASURE.finditer(sentence))[:2]:
-                    blanked = f"{sentence[: m.start()]}___{sentence[m.end():]}"
+                    blanked = f"{sentence[: m.start()]}___{sentence[m.end() :]}"
                     question = f'According to {where}, what is the missing value in: "{blanked}"?'
                     yield chunk, "numeric", question, m.group()
 
