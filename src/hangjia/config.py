@@ -68,6 +68,8 @@ class EvalConfig(_Section):
     """Evaluate only the first N questions (quick checks)."""
     max_new_tokens: int = Field(32, ge=1, le=2048)
     """Answer length cap during evaluation."""
+    batch_size: int = Field(16, ge=1, le=256)
+    """Questions generated together; on a CPU decoding reads all weights per step, so larger batches amortise it."""
 
 
 class RagConfig(_Section):

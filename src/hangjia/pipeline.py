@@ -203,7 +203,11 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
         total = len(questions) * len(conditions(engine))
         task = progress.add_task("eval", total=total, status="")
         results = evaluate(
-            engine, questions, cfg.eval.max_new_tokens, on_batch=lambda n: progress.update(task, advance=n)
+            engine,
+            questions,
+            cfg.eval.max_new_tokens,
+            batch_size=cfg.eval.batch_size,
+            on_batch=lambda n: progress.update(task, advance=n),
         )
         write_jsonl(run.dir / "answers.jsonl", results.pop("answers"))
         (run.dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-SYSTEM_PROMPT = (
-    "You are a domain expert assistant. Answer briefly and precisely. "
-    'If the answer is not known to you, say "I don\'t know".'
-)
+# Short on purpose: every training example and every request carries it, and on a 2-core CPU each
+# token of prompt costs training time (~40 ms per 8-example step per token for SmolLM2-135M).
+SYSTEM_PROMPT = 'Answer briefly. If you do not know, say "I don\'t know".'
 
 
 class Passage(Protocol):
