@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 out = Console()
+if not out.is_terminal:  # logs and pipes get rich's 80 columns, which truncates the eval table
+    out.width = max(out.width, 140)
 
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Project workspace folder.")]
 DocsOpt = Annotated[Path | None, typer.Option("--docs", "-d", help="Folder of source documents.")]

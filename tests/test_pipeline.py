@@ -1,0 +1,74 @@
+"""`build` over every stage with a tiny random model as the base: the wiring, fast."""
+
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from hangjia import pipeline
+from hangjia.config import ProjectConfig
+from hangjia.errors import HangjiaError
+from hangjia.workspace import Workspace
+
+KESTREL = Path(__file__).resolve().parents[1] / "examples" / "kestrel"
+
+
+@pytest.fixture
+def cfg(tiny_model_dir, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("dishwasher_error_codes.md", "spare_parts_prices.csv"):
+        (docs / name).write_bytes((KESTREL / "docs" / name).read_bytes())
+    cfg = ProjectConfig(docs=docs)
+    cfg.train.base_model = str(tiny_model_dir)
+    cfg.train.max_steps = 2
+    cfg.train.max_length = 512
+    cfg.eval.questions = KESTREL / "questions.jsonl"
+    cfg.eval.limit = 4
+    cfg.eval.max_new_tokens = 4
+    return cfg
+
+
+def test_build_runs_every_stage_with_a_local_model_dir_as_base(cfg, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    console = Console(quiet=True)
+    results = pipeline.build(ws, cfg, console)
+    assert [r["stage"] for r in results] == ["ingest", "index", "synth", "train", "eval"]
+    assert not any(r["skipped"] for r in results)
+    synth = ws.manifest("synth")["counts"]
+    assert synth["pairs"] == synth["train"] + synth["val"] > 50
+    assert ws.manifest("train")["counts"]["steps"] == 2
+    assert (ws.stage_dir("train") / "adapter" / "adapter_model.safetensors").is_file()
+    results_json = json.loads((ws.stage_dir("eval") / "results.json").read_text())
+    assert [(c["model"], c["rag"]) for c in results_json["conditions"]] == [
+        ("base", False),
+        ("base", True),
+        ("domain", False),
+        ("domain", True),
+    ]
+    assert all(c["total"] == 4 for c in results_json["conditions"])
+    answers = (ws.stage_dir("eval") / "answers.jsonl").read_text().splitlines()
+    assert len(answers) == 16
+    rag_rows = [json.loads(a) for a in answers if json.loads(a)["rag"]]
+    assert all(row["sources"] for row in rag_rows)  # RAG answers name the passages they were given
+
+    again = pipeline.build(ws, cfg, console)
+    assert all(r["skipped"] for r in again)
+
+    cfg.train.lora_r = 8  # a config change re-runs that stage and everything downstream of it
+    third = pipeline.build(ws, cfg, console)
+    assert [r["skipped"] for r in third] == [True, True, True, False, False]
+
+
+def test_a_failing_stage_keeps_the_previous_output(cfg, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    console = Console(quiet=True)
+    pipeline.ingest(ws, cfg, console)
+    pipeline.synth(ws, cfg, console)
+    before = (ws.stage_dir("synth") / "pairs.jsonl").read_text()
+    cfg.train.base_model = str(tmp_path / "no-such-model")
+    with pytest.raises(HangjiaError):
+        pipeline.train(ws, cfg, console)
+    assert ws.manifest("train") is None
+    assert (ws.stage_dir("synth") / "pairs.jsonl").read_text() == before
