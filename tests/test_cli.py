@@ -68,3 +68,26 @@ def test_ingest_and_synth_report_skips_and_rerun_is_a_no_op(monkeypatch, capsys,
     (docs / "more.md").write_text("# More\n\nP01: Low water flow.\n")
     code, out, _ = run(monkeypatch, capsys, "ingest", "-w", ws, "--docs", str(docs))
     assert "documents=2" in out and "unchanged" not in out
+
+
+def test_data_commands_list_show_diff_and_trace_versions(monkeypatch, capsys, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "guide.md").write_text("# Codes\n\nE24 - Drain pump blocked\n\nThe hose must be 900 mm high.\n")
+    ws = str(tmp_path / "ws")
+    run(monkeypatch, capsys, "ingest", "-w", ws, "--docs", str(docs))
+    (docs / "guide.md").write_text("# Codes\n\nE24 - Drain pump blocked\n\nThe hose must be 1000 mm high.\n")
+    run(monkeypatch, capsys, "ingest", "-w", ws, "--docs", str(docs))
+    code, out, _ = run(monkeypatch, capsys, "data", "ls", "-w", ws)
+    assert code == 0 and out.count("chunks") >= 2 and out.count("documents") >= 2
+    from hangjia.data.datasets import DatasetStore
+
+    old, new = DatasetStore(tmp_path / "ws" / "datasets").versions("chunks")
+    code, out, _ = run(monkeypatch, capsys, "data", "diff", "-w", ws, old.ref, new.ref)
+    assert code == 0 and "added: 1" in out and "removed: 1" in out
+    code, out, _ = run(monkeypatch, capsys, "data", "show", "-w", ws, "chunks@latest")
+    assert code == 0 and "1000 mm" in out
+    code, out, _ = run(monkeypatch, capsys, "data", "lineage", "-w", ws, new.ref)
+    assert code == 0 and "guide.md" in out and "documents@" in out
+    code, _, err = run(monkeypatch, capsys, "data", "show", "-w", ws, "nope")
+    assert code == 2 and "No dataset named 'nope'" in err

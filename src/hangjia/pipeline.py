@@ -21,10 +21,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hangjia.config import ProjectConfig
+from hangjia.data.datasets import DatasetStore
 from hangjia.errors import HangjiaError
 from hangjia.workspace import Workspace, sha256_file, sha256_tree
 
@@ -83,19 +85,38 @@ def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
         task = progress.add_task("ingest", total=len(files), status="")
         documents, skipped = load_documents(docs_dir, on_file=lambda rel: progress.update(task, advance=1, status=rel))
         chunks = chunk_documents(documents, cfg.ingest.chunk_words, cfg.ingest.chunk_overlap_words)
-        write_jsonl(run.dir / "documents.jsonl", (d.to_dict() for d in documents))
-        write_jsonl(run.dir / "chunks.jsonl", (c.to_dict() for c in chunks))
+        store = datasets(ws)
+        docs_v = store.save("documents", _table(d.to_dict() for d in documents), stage="ingest", config=config)
+        chunks_v = store.save(
+            "chunks", _table(c.to_dict() for c in chunks), parents=[docs_v.ref], stage="ingest", config=config
+        )
         report = {
             "documents": len(documents),
             "chunks": len(chunks),
             "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
             "formats": dict(Counter(d.format for d in documents)),
+            "datasets": {"documents": docs_v.ref, "chunks": chunks_v.ref},
         }
         (run.dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
         run.counts.update(documents=len(documents), chunks=len(chunks), skipped=len(skipped))
+        run.counts.update(documents_dataset=docs_v.ref, chunks_dataset=chunks_v.ref)
     result = _done("ingest", ws)
     result["skipped_files"] = report["skipped"]
     return result
+
+
+def datasets(ws: Workspace) -> DatasetStore:
+    return DatasetStore(ws.root / "datasets")
+
+
+def _table(rows: Iterable[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(list(rows))
+
+
+def _ingested(ws: Workspace, name: str) -> list[dict[str, Any]]:
+    """Rows of the dataset version (documents or chunks) that the last ingest produced."""
+    manifest = ws.require("ingest", "`hangjia ingest`")
+    return datasets(ws).resolve(manifest["counts"][f"{name}_dataset"]).read().to_pylist()
 
 
 def index(ws: Workspace, console: Console, force: bool = False) -> dict[str, Any]:
@@ -108,7 +129,7 @@ def index(ws: Workspace, console: Console, force: bool = False) -> dict[str, Any
     if not force and ws.is_current("index", inputs, {}):
         return _skipped("index", ws)
     with ws.stage("index", inputs, {}) as run:
-        chunks = [Chunk.from_dict(r) for r in read_jsonl(ws.stage_dir("ingest") / "chunks.jsonl")]
+        chunks = [Chunk.from_dict(r) for r in _ingested(ws, "chunks")]
         with console.status(f"indexing {len(chunks)} chunks"):
             BM25Index.build(chunks).save(run.dir)
         run.counts.update(chunks=len(chunks))
@@ -127,9 +148,8 @@ def synth(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fal
     if not force and ws.is_current("synth", inputs, config):
         return _skipped("synth", ws)
     with ws.stage("synth", inputs, config) as run:
-        src = ws.stage_dir("ingest")
-        documents = [Document.from_dict(r) for r in read_jsonl(src / "documents.jsonl")]
-        chunks = [Chunk.from_dict(r) for r in read_jsonl(src / "chunks.jsonl")]
+        documents = [Document.from_dict(r) for r in _ingested(ws, "documents")]
+        chunks = [Chunk.from_dict(r) for r in _ingested(ws, "chunks")]
         with console.status(f"synthesizing from {len(chunks)} chunks"):
             pairs = extract_pairs(documents, chunks, max_per_chunk=cfg.synth.max_pairs_per_chunk)
         if not pairs:
@@ -137,12 +157,15 @@ def synth(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fal
         rows = [p.to_dict() for p in pairs]
         val = [r for r in rows if _bucket(r["question"]) < cfg.synth.val_fraction]
         train = [r for r in rows if _bucket(r["question"]) >= cfg.synth.val_fraction]
+        pairs_v = datasets(ws).save(
+            "pairs", _table(rows), parents=[upstream["counts"]["chunks_dataset"]], stage="synth", config=config
+        )
         write_jsonl(run.dir / "pairs.jsonl", rows)
         write_jsonl(run.dir / "train.jsonl", train)
         write_jsonl(run.dir / "val.jsonl", val)
         kinds = dict(Counter(r["kind"] for r in rows))
         (run.dir / "report.json").write_text(json.dumps({"pairs": len(rows), "by_kind": kinds}, indent=2))
-        run.counts.update(pairs=len(rows), train=len(train), val=len(val), by_kind=kinds)
+        run.counts.update(pairs=len(rows), train=len(train), val=len(val), by_kind=kinds, dataset=pairs_v.ref)
     return _done("synth", ws)
 
 

@@ -3,7 +3,8 @@
 ```
 WS/
   hangjia.yaml      optional project config (`hangjia init` writes a commented one)
-  ingest/           documents.jsonl, chunks.jsonl, report.json
+  datasets/         versioned Parquet datasets (documents, chunks, pairs), see data/datasets.py
+  ingest/           report.json (counts, skipped files with reasons, dataset versions made)
   index/            BM25 index over the chunks (chunks.jsonl + bm25s files)
   synth/            pairs.jsonl (all), train.jsonl, val.jsonl, report.json
   train/            adapter/ (PEFT, safetensors), trainer_log.jsonl
