@@ -121,9 +121,10 @@ def test_good_files_load_and_bad_files_are_skipped_with_a_reason(loaded):
         "sub/records.jsonl",
         "parts.csv",
         "codes.tsv",
+        "latin1.txt",
     }
     assert skipped["binary.txt"].startswith("binary file")
-    assert skipped["latin1.txt"].startswith("not valid UTF-8")
+    assert docs["latin1.txt"].text == "café crème"  # encodings are detected, not assumed
     assert skipped["empty.md"] == "empty file"
     assert skipped["broken.json"].startswith("invalid JSON at line 4")
     assert skipped["broken.jsonl"].startswith("invalid JSON at line 2")

@@ -1,4 +1,5 @@
-"""Load a folder of documents (txt, md, html, json, jsonl, csv, tsv) as plain text with sections.
+"""Load a folder of documents (txt, md, html, json, jsonl, csv, tsv, pdf, docx, xlsx, parquet, and zip archives
+of them) as plain text with sections.
 
 Document and Skipped live here; the per-format loaders are in `hangjia.data.loaders`.
 """
@@ -6,13 +7,19 @@ Document and Skipped live here; the per-format loaders are in `hangjia.data.load
 from __future__ import annotations
 
 import hashlib
+import io
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from hangjia.data.loaders import FORMATS, LOADERS
 from hangjia.data.text import Section
 from hangjia.errors import HangjiaError
+
+MAX_FILE_BYTES = 50 * 2**20  # files, and zip members unpacked, over this are skipped; load_documents can override it
+ARCHIVES = {".zip"}  # expanded here, not by a loader: one archive holds many documents
 
 
 @dataclass
@@ -51,19 +58,17 @@ def iter_files(root: Path) -> list[Path]:
     )
 
 
-def _load_one(path: Path, rel: str) -> Document | Skipped:
-    suffix = path.suffix.lower()
-    loader = LOADERS.get(suffix)
-    if loader is None:
-        return Skipped(rel, f"unsupported file type {suffix or '(no extension)'}")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        return Skipped(rel, f"could not be read ({e.strerror or type(e).__name__})")
+def _too_large(max_file_bytes: int) -> str:
+    return f"larger than {max_file_bytes / 2**20:g} MB"
+
+
+def _parse(raw: bytes, rel: str) -> Document | Skipped:
+    """One file's bytes through the loader for its suffix."""
+    suffix = PurePosixPath(rel).suffix.lower()
     if not raw.strip():
         return Skipped(rel, "empty file")
     try:
-        text, sections = loader(raw, rel)
+        text, sections = LOADERS[suffix](raw, rel)
     except ValueError as e:  # loaders raise ValueError with a readable reason
         return Skipped(rel, str(e))
     except Exception as e:  # a bug or odd input in one file must not stop the whole run
@@ -74,8 +79,75 @@ def _load_one(path: Path, rel: str) -> Document | Skipped:
     return Document(rel, fmt, text, sections, hashlib.sha256(raw).hexdigest())
 
 
-def load_documents(root: Path, on_file: Callable[[str], None] | None = None) -> tuple[list[Document], list[Skipped]]:
-    """Load every supported file under root; unreadable files are reported as Skipped, not raised."""
+def _member_name(info: zipfile.ZipInfo) -> str:
+    """The member's path; without the UTF-8 flag zipfile reads names as cp437, but Windows writes GBK in China."""
+    name = info.filename
+    if not info.flag_bits & 0x800:
+        for encoding in ("utf-8", "gbk"):
+            try:
+                name = info.filename.encode("cp437").decode(encoding)
+                break
+            except UnicodeError:
+                continue
+    return name.replace("\\", "/").lstrip("/")
+
+
+def _load_zip(raw: bytes, rel: str, max_file_bytes: int) -> list[Document | Skipped]:
+    """Each supported member of a zip archive as its own Document with source "archive.zip/inner/path"."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(raw))
+        members = sorted(((_member_name(i), i) for i in archive.infolist() if not i.is_dir()), key=lambda m: m[0])
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as e:
+        return [Skipped(rel, f"corrupt zip archive ({e})")]
+    results: list[Document | Skipped] = []
+    for name, info in members:
+        if any(part.startswith(".") or part == "__MACOSX" for part in name.split("/")):
+            continue  # hidden files and macOS resource forks, as in a folder
+        path, suffix = f"{rel}/{name}", PurePosixPath(name).suffix.lower()
+        if suffix in ARCHIVES:
+            results.append(Skipped(path, "archive inside an archive; extract it first"))
+        elif suffix not in LOADERS:
+            results.append(Skipped(path, f"unsupported file type {suffix or '(no extension)'}"))
+        elif info.flag_bits & 0x1:
+            results.append(Skipped(path, "encrypted zip member (password protected)"))
+        elif info.file_size > max_file_bytes:  # checked before unpacking, so a zip bomb is never expanded
+            results.append(Skipped(path, _too_large(max_file_bytes)))
+        else:
+            try:
+                with archive.open(info) as f:
+                    data = f.read(max_file_bytes + 1)  # never more than the limit, whatever the header says
+            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError, zlib.error) as e:
+                results.append(Skipped(path, f"could not be unpacked ({e})"))
+                continue
+            too_large = len(data) > max_file_bytes
+            results.append(Skipped(path, _too_large(max_file_bytes)) if too_large else _parse(data, path))
+    return results or [Skipped(rel, "zip archive holds no files to load")]
+
+
+def _load_one(path: Path, rel: str, max_file_bytes: int) -> list[Document | Skipped]:
+    """A file as one Document or Skipped; a zip archive as one per member."""
+    suffix = path.suffix.lower()
+    if suffix not in LOADERS and suffix not in ARCHIVES:
+        return [Skipped(rel, f"unsupported file type {suffix or '(no extension)'}")]
+    try:
+        if path.stat().st_size > max_file_bytes:
+            return [Skipped(rel, _too_large(max_file_bytes))]
+        raw = path.read_bytes()
+    except OSError as e:
+        return [Skipped(rel, f"could not be read ({e.strerror or type(e).__name__})")]
+    if suffix in ARCHIVES:
+        return _load_zip(raw, rel, max_file_bytes)
+    return [_parse(raw, rel)]
+
+
+def load_documents(
+    root: Path, on_file: Callable[[str], None] | None = None, *, max_file_bytes: int = MAX_FILE_BYTES
+) -> tuple[list[Document], list[Skipped]]:
+    """Load every supported file under root, and each member of its zip archives.
+
+    Unreadable files and files (or members) over max_file_bytes are reported as Skipped, not raised;
+    on_file is called once per file found, archives included.
+    """
     root = Path(root)
     if not root.is_dir():
         raise HangjiaError(f"Docs folder {root} does not exist; pass --docs with a folder of documents.")
@@ -86,8 +158,8 @@ def load_documents(root: Path, on_file: Callable[[str], None] | None = None) -> 
     skipped: list[Skipped] = []
     for path in files:
         rel = path.relative_to(root).as_posix()
-        result = _load_one(path, rel)
-        (docs if isinstance(result, Document) else skipped).append(result)
+        for result in _load_one(path, rel, max_file_bytes):
+            (docs if isinstance(result, Document) else skipped).append(result)
         if on_file is not None:
             on_file(rel)
     if not docs:

@@ -19,7 +19,7 @@ from hangjia.data.wording import ask, ask_in, clean_title, doc_title, field_phra
 Candidate = tuple[Chunk, str, str, str]  # (chunk, kind, question, answer)
 Row = tuple[int, str, str]  # (row index in a table, question, answer)
 
-RECORD_FORMATS = {"csv", "json", "jsonl"}
+RECORD_FORMATS = {"csv", "json", "jsonl", "xlsx", "parquet"}
 
 
 def _place(find: Callable, lines: list[Line], rows: Iterable[Row], kind: str) -> Iterable[Candidate]:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from hangjia.data.loaders.docx import load_docx
 from hangjia.data.loaders.html import load_html
 from hangjia.data.loaders.md import load_md
+from hangjia.data.loaders.parquet import load_parquet
+from hangjia.data.loaders.pdf import load_pdf
 from hangjia.data.loaders.records import load_csv, load_json, load_jsonl, load_tsv
 from hangjia.data.loaders.txt import load_txt
+from hangjia.data.loaders.xlsx import load_xlsx
 from hangjia.data.text import Section
 
 LOADERS: dict[str, Callable[[bytes, str], tuple[str, list[Section]]]] = {
@@ -21,6 +25,10 @@ LOADERS: dict[str, Callable[[bytes, str], tuple[str, list[Section]]]] = {
     ".jsonl": load_jsonl,
     ".csv": load_csv,
     ".tsv": load_tsv,
+    ".pdf": load_pdf,
+    ".docx": load_docx,
+    ".xlsx": load_xlsx,
+    ".parquet": load_parquet,
 }
 # The format name stored on a Document, for suffixes that are aliases.
 FORMATS = {".text": "txt", ".markdown": "md", ".htm": "html", ".tsv": "csv"}

@@ -21,7 +21,8 @@ def _is_txt_heading(lines: list[str], i: int) -> bool:
     if prev_blank and i + 1 < len(lines) and _RULE.match(lines[i + 1]):
         return True  # underlined with ==== or ----
     letters = [c for c in text if c.isalpha()]
-    if len(letters) >= 3 and text.upper() == text:
+    # Chinese characters are alphabetic and have no case: only cased letters make an ALL-CAPS heading.
+    if sum(c.isupper() for c in letters) >= 3 and text.upper() == text:
         return True  # ALL-CAPS line such as "P01  LOW WATER FLOW"
     return bool(_NUMBERED.match(text)) and len(text.split()) <= 8 and text[-1] not in ".:;,"
 
