@@ -21,6 +21,22 @@ class _Section(BaseModel):
 
 
 class IngestConfig(_Section):
+    max_file_mb: float = Field(50, gt=0)
+    """Files larger than this are skipped, with the reason in the ingest report."""
+    clean: bool = True
+    """Repair unicode, drop repeated headers/footers and boilerplate lines, filter low-quality documents."""
+    min_chars: int = Field(50, ge=0)
+    """A document with fewer characters after cleaning is dropped as too short."""
+    max_symbol_ratio: float = Field(0.3, gt=0, le=1)
+    """A document whose share of non-alphanumeric characters is higher is dropped."""
+    max_repeat_ratio: float = Field(0.5, gt=0, le=1)
+    """A document whose share of repeated lines or 3-grams is higher is dropped as repetitive."""
+    redact_pii: bool = True
+    """Replace e-mails, phone numbers, resident ID and bank card numbers and IPs with placeholders."""
+    pii_placeholders: dict[str, str] = {}
+    """Placeholder per kind (email, phone, cn_id, bank_card, ip), e.g. {phone: "<tel>"}; unset kinds keep theirs."""
+    pii_allow: list[str] = []
+    """Published contacts that are not personal data (a company hotline, a support address): never redacted."""
     chunk_words: int = Field(120, ge=20, le=2000)
     """Largest chunk, in words; chunks never cross a section boundary."""
     chunk_overlap_words: int = Field(20, ge=0, le=500)

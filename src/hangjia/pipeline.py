@@ -83,7 +83,15 @@ def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
     with ws.stage("ingest", inputs, config) as run, _progress(console) as progress:
         files = [p for p in docs_dir.rglob("*") if p.is_file()]
         task = progress.add_task("ingest", total=len(files), status="")
-        documents, skipped = load_documents(docs_dir, on_file=lambda rel: progress.update(task, advance=1, status=rel))
+        documents, skipped = load_documents(
+            docs_dir,
+            on_file=lambda rel: progress.update(task, advance=1, status=rel),
+            max_file_bytes=int(cfg.ingest.max_file_mb * 2**20),
+        )
+        loaded = len(documents)
+        documents, filtered, clean_report = _clean(documents, cfg)
+        if not documents:
+            raise HangjiaError(f"All {loaded} documents were filtered out while cleaning: {filtered[:3]}.")
         chunks = chunk_documents(documents, cfg.ingest.chunk_words, cfg.ingest.chunk_overlap_words)
         store = datasets(ws)
         docs_v = store.save("documents", _table(d.to_dict() for d in documents), stage="ingest", config=config)
@@ -93,16 +101,39 @@ def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
         report = {
             "documents": len(documents),
             "chunks": len(chunks),
-            "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+            "skipped": [{"path": s.path, "reason": s.reason} for s in skipped]
+            + [{"path": source, "reason": f"filtered: {reason}"} for source, reason in filtered],
+            "cleaning": clean_report,
+            "pii": clean_report.get("pii", {}),
             "formats": dict(Counter(d.format for d in documents)),
             "datasets": {"documents": docs_v.ref, "chunks": chunks_v.ref},
         }
         (run.dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-        run.counts.update(documents=len(documents), chunks=len(chunks), skipped=len(skipped))
+        run.counts.update(documents=len(documents), chunks=len(chunks), skipped=len(report["skipped"]))
+        run.counts.update(pii_redacted=sum(report["pii"].values()))
         run.counts.update(documents_dataset=docs_v.ref, chunks_dataset=chunks_v.ref)
     result = _done("ingest", ws)
     result["skipped_files"] = report["skipped"]
     return result
+
+
+def _clean(documents: list, cfg: ProjectConfig) -> tuple[list, list[tuple[str, str]], dict[str, Any]]:
+    """Cleaning and PII redaction before anything is stored (both switchable in config)."""
+    from hangjia.data.clean import clean_documents
+
+    if not cfg.ingest.clean and not cfg.ingest.redact_pii:
+        return documents, [], {}
+    c = cfg.ingest
+    kept, filtered, report = clean_documents(
+        documents,
+        min_chars=c.min_chars if c.clean else 0,
+        max_symbol_ratio=c.max_symbol_ratio if c.clean else 1.0,
+        max_repeat_ratio=c.max_repeat_ratio if c.clean else 1.0,
+        redact_pii=c.redact_pii,
+        placeholders=c.pii_placeholders or None,
+        pii_allow=c.pii_allow,
+    )
+    return kept, filtered, report.to_dict()
 
 
 def datasets(ws: Workspace) -> DatasetStore:
