@@ -65,9 +65,11 @@ def test_ingest_and_synth_report_skips_and_rerun_is_a_no_op(monkeypatch, capsys,
     assert out.count("unchanged, skipped") == 2
     code, out, _ = run(monkeypatch, capsys, "synth", "-w", ws)
     assert code == 0 and "pairs=" in out
-    (docs / "more.md").write_text("# More\n\nP01: Low water flow.\n")
+    (docs / "more.md").write_text("# More codes\n\nP01: Low water flow. Check the strainer and the circulation pump.\n")
+    (docs / "tiny.md").write_text("P02\n")
     code, out, _ = run(monkeypatch, capsys, "ingest", "-w", ws, "--docs", str(docs))
     assert "documents=2" in out and "unchanged" not in out
+    assert "tiny.md: filtered: too short" in out
 
 
 def test_data_commands_list_show_diff_and_trace_versions(monkeypatch, capsys, tmp_path):

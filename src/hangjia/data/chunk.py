@@ -1,10 +1,17 @@
-"""Split documents into retrieval-sized chunks that keep their source, section and character span."""
+"""Split documents into retrieval-sized chunks that keep their source, section and character span.
+
+Sizes are tokens of the base model's tokenizer when a counter is given, else units: each CJK character (Chinese,
+kana, Hangul, CJK punctuation) is one unit and each run of other non-space characters (an English word) is one.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from itertools import accumulate
 
 from hangjia.data.documents import Document, Section
 
@@ -29,75 +36,113 @@ class Chunk:
 
 
 Span = tuple[int, int]
+Measure = Callable[[str], int]
 
+# Each character of these blocks is a unit of its own: CJK punctuation (from U+3001; U+3000 is a space), kana,
+# CJK extension A, CJK ideographs, Hangul syllables, compatibility ideographs, full-width forms (！？；，Ａ１),
+# extensions B+. Chinese and Japanese write no spaces, so a paragraph would otherwise be one unsplittable "word".
+_CJK = "\u3001-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U00020000-\U0002fa1f"
+_UNIT = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")  # a CJK character, or a run of other non-space characters
+_SENTENCE_END = ".!?。！？；…｡"
+_CLOSERS = "\"')]}’”»」』）】》〉"  # may follow a sentence end: 他说：“好。” ends after the closing quote
 _PARAGRAPH = re.compile(r"(?:[^\n]*\S[^\n]*(?:\n|$))+")  # a run of non-blank lines
 _LINE = re.compile(r"[^\n]*\S[^\n]*")
-_WORD = re.compile(r"\S+")
+_CACHED_CHARS = 64  # units and short lines repeat (words, characters, table cells): count each distinct one once
 
 
-def _words(text: str, start: int, end: int) -> int:
-    return len(_WORD.findall(text, start, end))
+def count_units(text: str) -> int:
+    """The size used without a tokenizer: CJK characters plus runs of other non-space characters (words)."""
+    return len(_UNIT.findall(text))
 
 
-def _pack(units: list[Span], text: str, max_words: int, overlap_words: int) -> list[Span]:
-    """Greedily pack consecutive units (paragraphs or lines) into spans of at most max_words.
+def _measurer(count_tokens: Measure | None) -> Measure:
+    if count_tokens is None:
+        return count_units
+    cache: dict[str, int] = {}
 
-    Consecutive packs repeat trailing units worth up to overlap_words, so a fact at a boundary
-    is whole in at least one chunk. A single unit over max_words is returned alone (split later).
+    def measure(text: str) -> int:
+        if len(text) > _CACHED_CHARS:
+            return count_tokens(text)
+        if text not in cache:
+            cache[text] = count_tokens(text)
+        return cache[text]
+
+    return measure
+
+
+def _ends_sentence(text: str, lo: int, pos: int) -> bool:
+    """Whether text[lo:pos] ends with a sentence end, perhaps followed by closing quotes or brackets."""
+    while pos > lo and text[pos - 1] in _CLOSERS:
+        pos -= 1
+    return pos > lo and text[pos - 1] in _SENTENCE_END
+
+
+def _pack(
+    units: list[Span], text: str, max_size: int, overlap: int, measure: Measure, sentences: bool = False
+) -> list[tuple[int, int, bool]]:
+    """Greedily pack consecutive units (paragraphs, lines or words) into spans that measure at most max_size.
+
+    Each unit is measured once and sizes are summed as an estimate; a span of several units is then measured once
+    more, and if separators or merges across units pushed it over, the budget shrinks by the excess and the span is
+    packed again (usually one or two counts per span, so long sections are counted about twice, not quadratically).
+    Consecutive spans repeat trailing units worth up to `overlap`, so a fact at a boundary is whole in at least one
+    chunk. A single unit over max_size comes back alone with fits=False. With sentences=True a span ends just after
+    a sentence end when one lies in its second half.
     """
-    sizes = [_words(text, s, e) for s, e in units]
-    spans: list[Span] = []
+    sizes = [measure(text[s:e]) for s, e in units]
+    prefix = [0, *accumulate(sizes)]  # size of units[i:j] is estimated as prefix[j] - prefix[i]
+    spans: list[tuple[int, int, bool]] = []
     i = 0
     while i < len(units):
-        j, total = i, 0
-        while j < len(units) and (j == i or total + sizes[j] <= max_words):
-            total += sizes[j]
-            j += 1
-        spans.append((units[i][0], units[j - 1][1]))
+        budget = max_size
+        while True:
+            j = max(bisect_right(prefix, prefix[i] + budget, lo=i + 1) - 1, i + 1)
+            if sentences and j < len(units):
+                j = _after_sentence_end(units, text, prefix, i, j, budget)
+            if j == i + 1:
+                fits = sizes[i] <= max_size
+                break
+            excess = measure(text[units[i][0] : units[j - 1][1]]) - max_size
+            if excess <= 0:
+                fits = True
+                break
+            budget = prefix[j] - prefix[i] - excess  # below this span's estimate, so the next try is shorter
+        spans.append((units[i][0], units[j - 1][1], fits))
         if j >= len(units):
             break
-        back, kept = j, 0
-        while overlap_words and back - 1 > i and kept + sizes[back - 1] <= overlap_words:
+        back = j
+        while overlap > 0 and back - 1 > i and prefix[j] - prefix[back - 1] <= overlap:
             back -= 1
-            kept += sizes[back]
         i = back
     return spans
 
 
-def _split_words(text: str, start: int, end: int, max_words: int, overlap_words: int) -> list[Span]:
-    """Windows of at most max_words, ending at a sentence end when one lies in the window's second half."""
-    words = [(m.start(), m.end()) for m in _WORD.finditer(text, start, end)]
-    spans: list[Span] = []
-    i = 0
-    while i < len(words):
-        j = min(i + max_words, len(words))
-        if j < len(words):
-            for k in range(j - 1, i + max_words // 2 - 1, -1):
-                if text[words[k][1] - 1] in ".!?":
-                    j = k + 1
-                    break
-        spans.append((words[i][0], words[j - 1][1]))
-        if j >= len(words):
+def _after_sentence_end(units: list[Span], text: str, prefix: list[int], i: int, j: int, budget: int) -> int:
+    """The last k <= j such that units[i:k] ends a sentence and fills over half the budget, else j."""
+    for k in range(j, i, -1):
+        if prefix[k] - prefix[i] <= budget // 2:
             break
-        i = max(j - overlap_words, i + 1)
-    return spans
+        if _ends_sentence(text, units[i][0], units[k - 1][1]):
+            return k
+    return j
 
 
-def _section_spans(text: str, sec: Section, max_words: int, overlap_words: int) -> list[Span]:
-    """Paragraphs packed to max_words; an oversized paragraph by lines (tables, lists), then by words."""
+def _section_spans(text: str, sec: Section, max_size: int, overlap: int, measure: Measure) -> list[Span]:
+    """Paragraphs packed to max_size; an oversized paragraph by lines (tables, lists), then by units."""
     found = _PARAGRAPH.finditer(text, sec.start, sec.end)
     paragraphs = [(m.start(), m.start() + len(m.group().rstrip())) for m in found]
     spans: list[Span] = []
-    for start, end in _pack(paragraphs, text, max_words, overlap_words):
-        if _words(text, start, end) <= max_words:
+    for start, end, fits in _pack(paragraphs, text, max_size, overlap, measure):
+        if fits:
             spans.append((start, end))
             continue
         lines = [(m.start(), m.end()) for m in _LINE.finditer(text, start, end)]
-        for ls, le in _pack(lines, text, max_words, overlap_words):
-            if _words(text, ls, le) <= max_words:
+        for ls, le, line_fits in _pack(lines, text, max_size, overlap, measure):
+            if line_fits:
                 spans.append((ls, le))
-            else:
-                spans.extend(_split_words(text, ls, le, max_words, overlap_words))
+                continue
+            units = [(m.start(), m.end()) for m in _UNIT.finditer(text, ls, le)]
+            spans.extend((s, e) for s, e, _ in _pack(units, text, max_size, overlap, measure, sentences=True))
     return spans
 
 
@@ -130,14 +175,31 @@ def chunk_id(source: str, start: int, end: int, text: str) -> str:
     return hashlib.sha256(f"{source}:{start}:{end}:{text}".encode()).hexdigest()[:16]
 
 
-def chunk_documents(docs: list[Document], max_words: int = 120, overlap_words: int = 20) -> list[Chunk]:
-    """Structure-aware chunking: never crosses a section; CSV rows and JSON records stay whole when small."""
-    if max_words < 1 or not 0 <= overlap_words < max_words:
-        raise ValueError(f"need 0 <= overlap_words < max_words, got {overlap_words} and {max_words}")
+def chunk_documents(
+    docs: list[Document],
+    max_tokens: int = 160,
+    overlap_tokens: int = 24,
+    count_tokens: Measure | None = None,
+    *,
+    max_words: int | None = None,
+    overlap_words: int | None = None,
+) -> list[Chunk]:
+    """Structure-aware chunking: never crosses a section; CSV rows and JSON records stay whole when they fit.
+
+    Sizes are counted by `count_tokens` (the base model's tokenizer) or, without it, in units (`count_units`).
+    Every chunk's raw span measures at most max_tokens, except a single unit longer than that on its own (a very
+    long URL or identifier), which is kept whole; the title prefix in `Chunk.text` comes on top of the bound.
+    """
+    # Deprecated aliases from when sizes were counted in words; remove once no caller passes them.
+    max_tokens = max_tokens if max_words is None else max_words
+    overlap_tokens = overlap_tokens if overlap_words is None else overlap_words
+    if max_tokens < 1 or not 0 <= overlap_tokens < max_tokens:
+        raise ValueError(f"need 0 <= overlap_tokens < max_tokens, got {overlap_tokens} and {max_tokens}")
+    measure = _measurer(count_tokens)
     chunks: list[Chunk] = []
     for doc in docs:
         for sec in doc.sections:
-            for start, end in _section_spans(doc.text, sec, max_words, overlap_words):
+            for start, end in _section_spans(doc.text, sec, max_tokens, overlap_tokens, measure):
                 if doc.text[start:end].split() == sec.title.split():
                     continue  # a heading with nothing under it
                 text = _chunk_text(doc, sec, start, end)
