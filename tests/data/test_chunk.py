@@ -229,7 +229,7 @@ def test_counting_stays_linear_on_long_sections():
     doc = make_doc("long.md", "# 长段落\n\n" + body.replace("\n", ""))
     chunks = chunk_documents([doc], max_tokens=100, overlap_tokens=20, count_tokens=count)
     assert len(chunks) > 20
-    assert sum(counted) < 4 * len(doc.text)  # each character is counted a few times, not once per window
+    assert sum(counted) < 3 * len(doc.text)  # each character is counted two or three times, not once per window
 
 
 def test_a_unit_longer_than_the_bound_is_kept_whole_and_alone(tiny_count):

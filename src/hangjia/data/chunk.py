@@ -137,7 +137,8 @@ def _section_spans(text: str, sec: Section, max_size: int, overlap: int, measure
             spans.append((start, end))
             continue
         lines = [(m.start(), m.end()) for m in _LINE.finditer(text, start, end)]
-        for ls, le, line_fits in _pack(lines, text, max_size, overlap, measure):
+        packed = _pack(lines, text, max_size, overlap, measure) if len(lines) > 1 else [(*lines[0], False)]
+        for ls, le, line_fits in packed:  # a one-line paragraph is known not to fit: no need to count it again
             if line_fits:
                 spans.append((ls, le))
                 continue

@@ -90,6 +90,7 @@ class DatasetStore:
             "stats": stats or {},
             "code_version": f"hangjia {__version__}",
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "created_ns": time.time_ns(),  # orders versions made within one second
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
         tmp.rename(target)
@@ -111,7 +112,7 @@ class DatasetStore:
             if path.is_dir() and not path.name.startswith(".") and manifest_path.is_file():
                 manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
                 found.append(DatasetVersion(name, path.name, path, manifest))
-        return sorted(found, key=lambda v: (v.manifest["created_at"], v.version))
+        return sorted(found, key=lambda v: (v.manifest.get("created_ns", 0), v.version))
 
     def get(self, name: str, version: str | None = None) -> DatasetVersion:
         """A version by id (or unique prefix); the newest when `version` is None or 'latest'."""
