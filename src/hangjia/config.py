@@ -37,10 +37,10 @@ class IngestConfig(_Section):
     """Placeholder per kind (email, phone, cn_id, bank_card, ip), e.g. {phone: "<tel>"}; unset kinds keep theirs."""
     pii_allow: list[str] = []
     """Published contacts that are not personal data (a company hotline, a support address): never redacted."""
-    chunk_words: int = Field(120, ge=20, le=2000)
-    """Largest chunk, in words; chunks never cross a section boundary."""
-    chunk_overlap_words: int = Field(20, ge=0, le=500)
-    """Words repeated between consecutive chunks of one long paragraph."""
+    chunk_tokens: int = Field(160, ge=16, le=8192)
+    """Largest chunk, in tokens of the base model's tokenizer; chunks never cross a section boundary."""
+    chunk_overlap_tokens: int = Field(24, ge=0, le=2048)
+    """Tokens repeated between consecutive chunks of one long paragraph."""
 
 
 class SynthConfig(_Section):

@@ -77,9 +77,11 @@ def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
     if not docs_dir.is_dir():
         raise HangjiaError(f"Docs folder {docs_dir} does not exist; pass --docs with a folder of documents.")
     inputs = {"docs": sha256_tree(docs_dir)}
-    config = {"docs": str(docs_dir), **cfg.ingest.model_dump()}
+    config = {"docs": str(docs_dir), **cfg.ingest.model_dump(), "tokenizer_of": cfg.train.base_model}
     if not force and ws.is_current("ingest", inputs, config):
         return _skipped("ingest", ws)
+    with console.status("loading the base model's tokenizer (chunks are measured in its tokens)"):
+        count_tokens = _token_counter(cfg)
     with ws.stage("ingest", inputs, config) as run, _progress(console) as progress:
         files = [p for p in docs_dir.rglob("*") if p.is_file()]
         task = progress.add_task("ingest", total=len(files), status="")
@@ -92,7 +94,9 @@ def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
         documents, filtered, clean_report = _clean(documents, cfg)
         if not documents:
             raise HangjiaError(f"All {loaded} documents were filtered out while cleaning: {filtered[:3]}.")
-        chunks = chunk_documents(documents, cfg.ingest.chunk_words, cfg.ingest.chunk_overlap_words)
+        chunks = chunk_documents(
+            documents, cfg.ingest.chunk_tokens, cfg.ingest.chunk_overlap_tokens, count_tokens=count_tokens
+        )
         store = datasets(ws)
         docs_v = store.save("documents", _table(d.to_dict() for d in documents), stage="ingest", config=config)
         chunks_v = store.save(
@@ -115,6 +119,14 @@ def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
     result = _done("ingest", ws)
     result["skipped_files"] = report["skipped"]
     return result
+
+
+def _token_counter(cfg: ProjectConfig):
+    """Token counts by the base model's tokenizer, so chunks fit the model that will read them."""
+    from hangjia.models import load_tokenizer, resolve_base
+
+    tokenizer = load_tokenizer(resolve_base(cfg.train.base_model))
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _clean(documents: list, cfg: ProjectConfig) -> tuple[list, list[tuple[str, str]], dict[str, Any]]:

@@ -84,7 +84,7 @@ def _pack(
 
     Each unit is measured once and sizes are summed as an estimate; a span of several units is then measured once
     more, and if separators or merges across units pushed it over, the budget shrinks by the excess and the span is
-    packed again (usually one or two counts per span, so long sections are counted about twice, not quadratically).
+    packed again (usually one or two counts per span: each character is counted a few times, never per window).
     Consecutive spans repeat trailing units worth up to `overlap`, so a fact at a boundary is whole in at least one
     chunk. A single unit over max_size comes back alone with fits=False. With sentences=True a span ends just after
     a sentence end when one lies in its second half.
