@@ -61,8 +61,31 @@ def _summary(results: list[dict[str, Any]], title: str) -> None:
         table.add_row(r["stage"], "unchanged, skipped" if r["skipped"] else "done", r["dir"], counts)
     out.print(table)
     for r in results:
-        for skip in r.get("skipped_files", []):
-            out.print(f"[yellow]skipped[/] {skip['path']}: {skip['reason']}")
+        if "report" in r:
+            _ingest_report(r["report"])
+
+
+def _ingest_report(report: dict[str, Any]) -> None:
+    """What ingest did to the documents, in words: formats, PII removed, duplicates, skips with reasons."""
+    formats = ", ".join(f"{n} {fmt}" for fmt, n in sorted(report["formats"].items()))
+    out.print(f"loaded {report['documents']} documents ({formats}) → {report['chunks']} chunks")
+    if report.get("pii"):
+        out.print("redacted PII: " + ", ".join(f"{n} {kind}" for kind, n in sorted(report["pii"].items())))
+    cleaning = report.get("cleaning") or {}
+    if cleaning:
+        out.print(
+            f"cleaning: {cleaning.get('documents_changed', 0)} documents changed, "
+            f"{cleaning.get('header_footer_lines', 0)} repeated header/footer lines and "
+            f"{cleaning.get('boilerplate_lines', 0)} boilerplate lines dropped"
+        )
+    for cluster in report.get("duplicates", []):
+        dropped = ", ".join(m for m in cluster["members"] if m != cluster["kept"])
+        out.print(
+            f"[cyan]{cluster['kind']} duplicate[/] kept {cluster['kept']}, dropped {dropped} "
+            f"(similarity {cluster['similarity']:.2f}; {cluster['reason']})"
+        )
+    for skip in report["skipped"]:
+        out.print(f"[yellow]skipped[/] {skip['path']}: {skip['reason']}")
 
 
 def _fmt(value: Any) -> str:

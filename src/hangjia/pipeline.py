@@ -116,9 +116,7 @@ def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
         run.counts.update(documents=len(documents), chunks=len(chunks), skipped=len(report["skipped"]))
         run.counts.update(pii_redacted=sum(report["pii"].values()))
         run.counts.update(documents_dataset=docs_v.ref, chunks_dataset=chunks_v.ref)
-    result = _done("ingest", ws)
-    result["skipped_files"] = report["skipped"]
-    return result
+    return {**_done("ingest", ws), "report": report}
 
 
 def _token_counter(cfg: ProjectConfig):
