@@ -72,3 +72,14 @@ def test_a_failing_stage_keeps_the_previous_output(cfg, tmp_path):
         pipeline.train(ws, cfg, console)
     assert ws.manifest("train") is None
     assert (ws.stage_dir("synth") / "pairs.jsonl").read_text() == before
+
+
+def test_ingest_on_ray_makes_the_same_dataset_versions_as_in_process(cfg, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    console = Console(quiet=True)
+    local = pipeline.ingest(ws, cfg, console)["counts"]
+    cfg.ingest.engine = "ray"
+    on_ray = pipeline.ingest(ws, cfg, console)
+    assert not on_ray["skipped"]
+    assert on_ray["counts"]["documents_dataset"] == local["documents_dataset"]
+    assert on_ray["counts"]["chunks_dataset"] == local["chunks_dataset"]

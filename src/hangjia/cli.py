@@ -34,19 +34,29 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="hangjia.yaml to use (default: WORKSPACE/hangjia.yaml if present)."),
 ]
+EngineOpt = Annotated[
+    str | None, typer.Option("--engine", help="Run the data stages `local` (in-process) or on `ray` (Ray Data).")
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run even if inputs and config are unchanged.")]
 QuestionsOpt = Annotated[
     Path | None, typer.Option("--questions", "-q", help="questions.jsonl to evaluate on (overrides eval.questions).")
 ]
 
 
-def _setup(workspace: Path, config: Path | None, docs: Path | None = None) -> tuple[Workspace, ProjectConfig]:
+def _setup(
+    workspace: Path, config: Path | None, docs: Path | None = None, engine: str | None = None
+) -> tuple[Workspace, ProjectConfig]:
     ws = Workspace(workspace)
     if config is None and ws.config_path.is_file():
         config = ws.config_path
     cfg = load_config(config)
     if docs is not None:
         cfg.docs = docs.expanduser().resolve()
+    if engine is not None:
+        try:
+            cfg.ingest.engine = engine
+        except ValueError:
+            raise HangjiaError(f"Unknown engine '{engine}'; use local or ray.") from None
     return ws, cfg
 
 
@@ -110,11 +120,17 @@ def init(
 
 
 @app.command()
-def ingest(workspace: WorkspaceOpt, docs: DocsOpt = None, config: ConfigOpt = None, force: ForceOpt = False) -> None:
+def ingest(
+    workspace: WorkspaceOpt,
+    docs: DocsOpt = None,
+    config: ConfigOpt = None,
+    engine: EngineOpt = None,
+    force: ForceOpt = False,
+) -> None:
     """Load a folder of documents (txt, md, html, json, jsonl, csv), chunk them, and build the BM25 index."""
     from hangjia import pipeline
 
-    ws, cfg = _setup(workspace, config, docs)
+    ws, cfg = _setup(workspace, config, docs, engine)
     _summary([pipeline.ingest(ws, cfg, console, force), pipeline.index(ws, console, force)], "ingest")
 
 
@@ -188,12 +204,13 @@ def build(
     docs: DocsOpt = None,
     config: ConfigOpt = None,
     questions: QuestionsOpt = None,
+    engine: EngineOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Run every stage in order: ingest, index, synth, train, eval (eval when questions are set)."""
     from hangjia import pipeline
 
-    ws, cfg = _setup(workspace, config, docs)
+    ws, cfg = _setup(workspace, config, docs, engine)
     if questions is not None:
         cfg.eval.questions = questions.expanduser().resolve()
     results = pipeline.build(ws, cfg, console, force)

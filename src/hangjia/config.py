@@ -6,7 +6,7 @@ An unknown or mistyped key is rejected with its dotted path, file and line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,6 +21,8 @@ class _Section(BaseModel):
 
 
 class IngestConfig(_Section):
+    engine: Literal["local", "ray"] = "local"
+    """Where the batch stages (cleaning, chunking) run: in this process, or on Ray Data (`pip install hangjia[ray]`)."""
     max_file_mb: float = Field(50, gt=0)
     """Files larger than this are skipped, with the reason in the ingest report."""
     clean: bool = True

@@ -18,6 +18,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hangjia.config import ProjectConfig
+from hangjia.data.batches import chunk_batch, clean_batch, clean_results, documents_table, table_documents
 from hangjia.data.datasets import DatasetStore
+from hangjia.data.engine import map_batches
 from hangjia.errors import HangjiaError
 from hangjia.workspace import Workspace, sha256_file, sha256_tree
 
@@ -68,7 +71,6 @@ def _done(name: str, ws: Workspace) -> dict[str, Any]:
 
 def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
     """Load every document under cfg.docs, chunk it with provenance; failures are skipped and reported."""
-    from hangjia.data.chunk import chunk_documents
     from hangjia.data.documents import load_documents
 
     if cfg.docs is None:
@@ -90,21 +92,28 @@ def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
             on_file=lambda rel: progress.update(task, advance=1, status=rel),
             max_file_bytes=int(cfg.ingest.max_file_mb * 2**20),
         )
-        loaded = len(documents)
-        documents, filtered, clean_report = _clean(documents, cfg)
-        if not documents:
-            raise HangjiaError(f"All {loaded} documents were filtered out while cleaning: {filtered[:3]}.")
-        chunks = chunk_documents(
-            documents, cfg.ingest.chunk_tokens, cfg.ingest.chunk_overlap_tokens, count_tokens=count_tokens
+        progress.update(task, status=f"cleaning and chunking ({cfg.ingest.engine})")
+        docs_table, filtered, clean_report = _clean(documents, cfg)
+        if docs_table.num_rows == 0:
+            raise HangjiaError(f"All {len(documents)} documents were filtered out while cleaning: {filtered[:3]}.")
+        documents = table_documents(docs_table)
+        chunks_table = map_batches(
+            docs_table,
+            partial(
+                chunk_batch,
+                max_len=cfg.ingest.chunk_tokens,
+                overlap=cfg.ingest.chunk_overlap_tokens,
+                count_tokens=count_tokens,
+            ),
+            engine=cfg.ingest.engine,
         )
         store = datasets(ws)
-        docs_v = store.save("documents", _table(d.to_dict() for d in documents), stage="ingest", config=config)
-        chunks_v = store.save(
-            "chunks", _table(c.to_dict() for c in chunks), parents=[docs_v.ref], stage="ingest", config=config
-        )
+        docs_v = store.save("documents", docs_table, stage="ingest", config=config)
+        chunks_v = store.save("chunks", chunks_table, parents=[docs_v.ref], stage="ingest", config=config)
+        chunks = chunks_table.num_rows
         report = {
             "documents": len(documents),
-            "chunks": len(chunks),
+            "chunks": chunks,
             "skipped": [{"path": s.path, "reason": s.reason} for s in skipped]
             + [{"path": source, "reason": f"filtered: {reason}"} for source, reason in filtered],
             "cleaning": clean_report,
@@ -113,7 +122,7 @@ def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
             "datasets": {"documents": docs_v.ref, "chunks": chunks_v.ref},
         }
         (run.dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-        run.counts.update(documents=len(documents), chunks=len(chunks), skipped=len(report["skipped"]))
+        run.counts.update(documents=len(documents), chunks=chunks, skipped=len(report["skipped"]))
         run.counts.update(pii_redacted=sum(report["pii"].values()))
         run.counts.update(documents_dataset=docs_v.ref, chunks_dataset=chunks_v.ref)
     return {**_done("ingest", ws), "report": report}
@@ -127,22 +136,25 @@ def _token_counter(cfg: ProjectConfig):
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _clean(documents: list, cfg: ProjectConfig) -> tuple[list, list[tuple[str, str]], dict[str, Any]]:
-    """Cleaning and PII redaction before anything is stored (both switchable in config)."""
-    from hangjia.data.clean import clean_documents
+def _clean(documents: list, cfg: ProjectConfig) -> tuple[pa.Table, list[tuple[str, str]], dict[str, Any]]:
+    """Cleaning and PII redaction before anything is stored (both switchable), as a batch stage on the engine."""
+    from hangjia.data.clean import repeated_lines
 
-    if not cfg.ingest.clean and not cfg.ingest.redact_pii:
-        return documents, [], {}
     c = cfg.ingest
-    kept, filtered, report = clean_documents(
-        documents,
+    if not c.clean and not c.redact_pii:
+        return documents_table(documents), [], {}
+    clean_fn = partial(
+        clean_batch,
+        repeated=frozenset(repeated_lines(documents)) if c.clean else frozenset(),  # across documents: once
         min_chars=c.min_chars if c.clean else 0,
         max_symbol_ratio=c.max_symbol_ratio if c.clean else 1.0,
         max_repeat_ratio=c.max_repeat_ratio if c.clean else 1.0,
         redact_pii=c.redact_pii,
         placeholders=c.pii_placeholders or None,
-        pii_allow=c.pii_allow,
+        pii_allow=tuple(c.pii_allow),
     )
+    cleaned = map_batches(documents_table(documents), clean_fn, engine=c.engine)
+    kept, filtered, report = clean_results(cleaned)
     return kept, filtered, report.to_dict()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
 
 import ftfy
@@ -208,6 +208,59 @@ def quality_issues(text: str, min_chars: int, max_symbol_ratio: float, max_repea
 # --- documents ------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class DocumentCounts:
+    """What `clean_document` counted in one document; `clean_documents` adds these up into a CleanReport."""
+
+    header_footer_lines: int = 0
+    boilerplate_lines: int = 0
+    pii: Counter[str] = field(default_factory=Counter)
+    language: str = "und"
+    """Language code of the cleaned text."""
+    changed: bool = False
+    """Whether the text or sections differ after cleaning."""
+
+
+def clean_document(
+    doc: Document,
+    repeated: Collection[str],
+    *,
+    min_chars: int = 50,
+    max_symbol_ratio: float = 0.3,
+    max_repeat_ratio: float = 0.5,
+    redact_pii: bool = True,
+    placeholders: dict[str, str] | None = None,
+    pii_allow: Iterable[str] = (),
+) -> tuple[Document, list[str], DocumentCounts]:
+    """Clean one document section by section, given `repeated = repeated_lines(all_documents)`; return it cleaned
+    (section spans point into its new text), the quality issues that filter it out (empty when kept), and what was
+    counted."""
+    pieces = [(s.title, doc.text[s.start : s.end]) for s in doc.sections] or [("", doc.text)]
+    drop = frozenset() if doc.format in _RECORD_FORMATS else repeated
+    counts = DocumentCounts()
+    blocks: list[Block] = []
+    for title, body in pieces:
+        lines = []
+        for line in clean_text(body).split("\n"):
+            if line and line_key(line) in drop:
+                counts.header_footer_lines += 1
+            elif line and is_boilerplate(line):
+                counts.boilerplate_lines += 1
+            else:
+                lines.append(line)
+        body, title = "\n".join(lines), one_line(clean_text(title))
+        if redact_pii:
+            body, found = redact(body, placeholders, allow=pii_allow)
+            title = redact(title, placeholders, allow=pii_allow)[0]  # titles repeat their section's first line
+            counts.pii.update(found)
+        blocks.append((title, body))
+    text, sections = assemble(blocks)
+    counts.changed = text != doc.text or sections != doc.sections
+    counts.language = detect_language(text)
+    issues = quality_issues(text, min_chars, max_symbol_ratio, max_repeat_ratio) if text else ["no text left"]
+    return Document(doc.source, doc.format, text, sections, doc.sha256), issues, counts
+
+
 def clean_documents(
     documents: list[Document],
     *,
@@ -218,39 +271,29 @@ def clean_documents(
     placeholders: dict[str, str] | None = None,
     pii_allow: Iterable[str] = (),
 ) -> tuple[list[Document], list[tuple[str, str]], CleanReport]:
-    """Clean every document section by section; return the kept documents, (source, reason) for those filtered out,
-    and a report. Section spans of the returned documents point into their new text."""
+    """Clean every document with `clean_document`; return the kept documents, (source, reason) for those filtered
+    out, and a report. Section spans of the returned documents point into their new text."""
     repeated = repeated_lines(documents)
     report = CleanReport()
     kept: list[Document] = []
     for doc in documents:
-        pieces = [(s.title, doc.text[s.start : s.end]) for s in doc.sections] or [("", doc.text)]
-        blocks: list[Block] = []
-        drop = set() if doc.format in _RECORD_FORMATS else repeated
-        for title, body in pieces:
-            lines = []
-            for line in clean_text(body).split("\n"):
-                if line and line_key(line) in drop:
-                    report.header_footer_lines += 1
-                elif line and is_boilerplate(line):
-                    report.boilerplate_lines += 1
-                else:
-                    lines.append(line)
-            body, title = "\n".join(lines), one_line(clean_text(title))
-            if redact_pii:
-                body, counts = redact(body, placeholders, allow=pii_allow)
-                title = redact(title, placeholders, allow=pii_allow)[
-                    0
-                ]  # titles repeat their section's first line: counted there
-                report.pii.update(counts)
-            blocks.append((title, body))
-        text, sections = assemble(blocks)
-        if text != doc.text or sections != doc.sections:
-            report.documents_changed += 1
-        report.languages[doc.source] = detect_language(text)
-        issues = quality_issues(text, min_chars, max_symbol_ratio, max_repeat_ratio) if text else ["no text left"]
+        cleaned, issues, counts = clean_document(
+            doc,
+            repeated,
+            min_chars=min_chars,
+            max_symbol_ratio=max_symbol_ratio,
+            max_repeat_ratio=max_repeat_ratio,
+            redact_pii=redact_pii,
+            placeholders=placeholders,
+            pii_allow=pii_allow,
+        )
+        report.documents_changed += int(counts.changed)
+        report.header_footer_lines += counts.header_footer_lines
+        report.boilerplate_lines += counts.boilerplate_lines
+        report.pii.update(counts.pii)
+        report.languages[doc.source] = counts.language
         if issues:
             report.filtered.append((doc.source, ", ".join(issues)))
         else:
-            kept.append(Document(doc.source, doc.format, text, sections, doc.sha256))
+            kept.append(cleaned)
     return kept, list(report.filtered), report
