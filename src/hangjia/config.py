@@ -33,6 +33,14 @@ class IngestConfig(_Section):
     """A document whose share of non-alphanumeric characters is higher is dropped."""
     max_repeat_ratio: float = Field(0.5, gt=0, le=1)
     """A document whose share of repeated lines or 3-grams is higher is dropped as repetitive."""
+    dedup: bool = True
+    """Drop exact and near-duplicate documents (MinHash LSH); of revisions of one document the newest is kept."""
+    near_dup_threshold: float = Field(0.8, gt=0, le=1)
+    """Estimated Jaccard similarity of word 5-gram (CJK: character) shingles at which documents are duplicates."""
+    num_perm: int = Field(128, ge=16, le=1024)
+    """MinHash permutations; more is more exact and slower."""
+    semantic_dup_threshold: float | None = Field(None, gt=0, le=1)
+    """Also drop documents whose embeddings (all-MiniLM-L6-v2) have at least this cosine; none: off."""
     redact_pii: bool = True
     """Replace e-mails, phone numbers, resident ID and bank card numbers and IPs with placeholders."""
     pii_placeholders: dict[str, str] = {}
@@ -48,6 +56,10 @@ class IngestConfig(_Section):
 class SynthConfig(_Section):
     max_pairs_per_chunk: int = Field(12, ge=1, le=200)
     """Cap on question/answer pairs the extractive generator takes from one chunk."""
+    decontaminate: bool = True
+    """Drop pairs that share an n-word window with an evaluation question (eval.questions), so scores stay honest."""
+    decontaminate_ngram: int = Field(13, ge=4, le=50)
+    """Window length, in words (characters for CJK), for decontamination."""
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
     """Share of pairs held out for validation loss (split by hash of the question, so it is stable)."""
 

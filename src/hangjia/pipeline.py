@@ -18,6 +18,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,8 @@ def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
         if docs_table.num_rows == 0:
             raise HangjiaError(f"All {len(documents)} documents were filtered out while cleaning: {filtered[:3]}.")
         documents = table_documents(docs_table)
+        documents, clusters = _dedup(documents, docs_dir, cfg)
+        docs_table = documents_table(documents)
         chunks_table = map_batches(
             docs_table,
             partial(
@@ -119,11 +122,12 @@ def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
             "cleaning": clean_report,
             "pii": clean_report.get("pii", {}),
             "formats": dict(Counter(d.format for d in documents)),
+            "duplicates": [asdict(c) for c in clusters],
             "datasets": {"documents": docs_v.ref, "chunks": chunks_v.ref},
         }
         (run.dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
         run.counts.update(documents=len(documents), chunks=chunks, skipped=len(report["skipped"]))
-        run.counts.update(pii_redacted=sum(report["pii"].values()))
+        run.counts.update(pii_redacted=sum(report["pii"].values()), duplicates_dropped=_dropped(clusters))
         run.counts.update(documents_dataset=docs_v.ref, chunks_dataset=chunks_v.ref)
     return {**_done("ingest", ws), "report": report}
 
@@ -134,6 +138,34 @@ def _token_counter(cfg: ProjectConfig):
 
     tokenizer = load_tokenizer(resolve_base(cfg.train.base_model))
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _dedup(documents: list, docs_dir: Path, cfg: ProjectConfig) -> tuple[list, list]:
+    """Exact, near and (optionally) semantic duplicates out; of revisions, the newest stays."""
+    from hangjia.data.dedup import dedup_documents
+
+    c = cfg.ingest
+    if not c.dedup:
+        return documents, []
+    embed = None
+    if c.semantic_dup_threshold is not None:
+        from hangjia.models import load_embedder
+
+        embedder = load_embedder()
+        embed = lambda texts: embedder.encode(texts, normalize_embeddings=True)  # noqa: E731
+    mtimes = {d.source: (docs_dir / d.source).stat().st_mtime for d in documents if (docs_dir / d.source).is_file()}
+    return dedup_documents(
+        documents,
+        near_threshold=c.near_dup_threshold,
+        num_perm=c.num_perm,
+        semantic_threshold=c.semantic_dup_threshold,
+        embed=embed,
+        dates=mtimes,
+    )
+
+
+def _dropped(clusters: list) -> int:
+    return sum(len(c.members) - 1 for c in clusters)
 
 
 def _clean(documents: list, cfg: ProjectConfig) -> tuple[pa.Table, list[tuple[str, str]], dict[str, Any]]:
@@ -197,6 +229,8 @@ def synth(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fal
 
     upstream = ws.require("ingest", "`hangjia ingest`")
     inputs = {"ingest": upstream["fingerprint"]}
+    if cfg.synth.decontaminate and cfg.eval.questions is not None and Path(cfg.eval.questions).is_file():
+        inputs["eval_questions"] = sha256_file(Path(cfg.eval.questions))
     config = cfg.synth.model_dump()
     if not force and ws.is_current("synth", inputs, config):
         return _skipped("synth", ws)
@@ -207,6 +241,7 @@ def synth(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fal
             pairs = extract_pairs(documents, chunks, max_per_chunk=cfg.synth.max_pairs_per_chunk)
         if not pairs:
             raise HangjiaError("The extractive generator found no question/answer pairs in these documents.")
+        pairs, contaminated = _decontaminate(pairs, cfg)
         rows = [p.to_dict() for p in pairs]
         val = [r for r in rows if _bucket(r["question"]) < cfg.synth.val_fraction]
         train = [r for r in rows if _bucket(r["question"]) >= cfg.synth.val_fraction]
@@ -219,7 +254,21 @@ def synth(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fal
         kinds = dict(Counter(r["kind"] for r in rows))
         (run.dir / "report.json").write_text(json.dumps({"pairs": len(rows), "by_kind": kinds}, indent=2))
         run.counts.update(pairs=len(rows), train=len(train), val=len(val), by_kind=kinds, dataset=pairs_v.ref)
+        run.counts.update(decontaminated=contaminated)
     return _done("synth", ws)
+
+
+def _decontaminate(pairs: list, cfg: ProjectConfig) -> tuple[list, int]:
+    """Drop pairs that overlap the evaluation questions (when decontamination is on and questions are set)."""
+    from hangjia.data.dedup import decontaminate
+    from hangjia.eval.qa import load_questions
+
+    if not cfg.synth.decontaminate or cfg.eval.questions is None or not Path(cfg.eval.questions).is_file():
+        return pairs, 0
+    eval_texts = [q.question for q in load_questions(Path(cfg.eval.questions))]
+    texts = [f"{p.question}\n{p.answer}" for p in pairs]
+    bad = set(decontaminate(texts, eval_texts, n=cfg.synth.decontaminate_ngram))
+    return [p for i, p in enumerate(pairs) if i not in bad], len(bad)
 
 
 def _bucket(text: str) -> float:
