@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 WS      ?= workspaces/kestrel
 
-.PHONY: setup demo test test-fast lint format clean
+.PHONY: setup demo test test-fast lint format bench clean
 
 $(BIN)/hangjia: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: setup  ## the whole suite, the end-to-end run of the embedded model includ
 
 test-fast: setup  ## everything except the slow end-to-end tests
 	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: setup  ## side-by-side benchmarks against peer tools (minutes; prints ratios)
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/dedup.py
 
 lint: setup
 	$(BIN)/ruff check src tests

@@ -1,8 +1,10 @@
 """`hangjia build`: the stages in order. Read this file to know the whole flow.
 
-    docs/ ──ingest──► documents + chunks ──index──► BM25 over chunks (RAG)
+    docs/ ──ingest──► load → clean → redact PII → dedup → chunk: documents + chunks (versioned datasets)
                            │
-                           └──synth──► question/answer pairs (extractive, grounded) ─► train / val
+                           └──index──► BM25 over chunks (RAG)
+                           │
+                           └──synth──► question/answer pairs (extractive, grounded, decontaminated) ─► train / val
                                              │
                                              └──train──► LoRA adapter on the base model
                                                               │
