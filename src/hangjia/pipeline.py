@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hangjia.config import ProjectConfig
-from hangjia.data.batches import chunk_batch, clean_batch, clean_results, documents_table, table_documents
 from hangjia.data.datasets import DatasetStore
-from hangjia.data.engine import map_batches
 from hangjia.errors import HangjiaError
 from hangjia.workspace import Workspace, sha256_file, sha256_tree
 
@@ -73,8 +71,9 @@ def _done(name: str, ws: Workspace) -> dict[str, Any]:
 
 
 def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
-    """Load every document under cfg.docs, chunk it with provenance; failures are skipped and reported."""
-    from hangjia.data.documents import load_documents
+    """Load every document under cfg.docs, clean, dedup and chunk it with provenance, streamed in batches so memory
+    stays bounded for corpora larger than RAM (see data/ingest.py); failures are skipped and reported."""
+    from hangjia.data.ingest import ingest_documents
 
     if cfg.docs is None:
         raise HangjiaError("No documents folder given; pass --docs DIR or set `docs:` in hangjia.yaml.")
@@ -87,49 +86,47 @@ def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
         return _skipped("ingest", ws)
     with console.status("loading the base model's tokenizer (chunks are measured in its tokens)"):
         count_tokens = _token_counter(cfg)
+    c = cfg.ingest
     with ws.stage("ingest", inputs, config) as run, _progress(console) as progress:
-        files = [p for p in docs_dir.rglob("*") if p.is_file()]
-        task = progress.add_task("ingest", total=len(files), status="")
-        documents, skipped = load_documents(
-            docs_dir,
-            on_file=lambda rel: progress.update(task, advance=1, status=rel),
-            max_file_bytes=int(cfg.ingest.max_file_mb * 2**20),
-        )
-        progress.update(task, status=f"cleaning and chunking ({cfg.ingest.engine})")
-        docs_table, filtered, clean_report = _clean(documents, cfg)
-        if docs_table.num_rows == 0:
-            raise HangjiaError(f"All {len(documents)} documents were filtered out while cleaning: {filtered[:3]}.")
-        documents = table_documents(docs_table)
-        documents, clusters = _dedup(documents, docs_dir, cfg)
-        docs_table = documents_table(documents)
-        chunks_table = map_batches(
-            docs_table,
-            partial(
-                chunk_batch,
-                max_len=cfg.ingest.chunk_tokens,
-                overlap=cfg.ingest.chunk_overlap_tokens,
+        files = sum(1 for p in docs_dir.rglob("*") if p.is_file())
+        task = progress.add_task("ingest", total=files, status="")
+        work = tempfile.TemporaryDirectory(dir=run.dir, prefix=".work-")  # its files move into the dataset store
+        with work:
+            out = ingest_documents(
+                docs_dir,
+                Path(work.name),
+                max_file_bytes=int(c.max_file_mb * 2**20),
+                clean_options=_clean_options(cfg),
+                drop_repeated=c.clean,
+                dedup=c.dedup,
+                near_threshold=c.near_dup_threshold,
+                num_perm=c.num_perm,
+                semantic_threshold=c.semantic_dup_threshold,
+                embed=_embedder() if c.dedup and c.semantic_dup_threshold is not None else None,
+                chunk_tokens=c.chunk_tokens,
+                chunk_overlap=c.chunk_overlap_tokens,
                 count_tokens=count_tokens,
-            ),
-            engine=cfg.ingest.engine,
-        )
-        store = datasets(ws)
-        docs_v = store.save("documents", docs_table, stage="ingest", config=config)
-        chunks_v = store.save("chunks", chunks_table, parents=[docs_v.ref], stage="ingest", config=config)
-        chunks = chunks_table.num_rows
+                engine=c.engine,
+                on_file=lambda rel: progress.update(task, advance=1, status=rel),
+                on_status=lambda text: progress.update(task, status=text),
+            )
+            store = datasets(ws)
+            docs_v = store.save_file("documents", out.documents, stage="ingest", config=config)
+            chunks_v = store.save_file("chunks", out.chunks, parents=[docs_v.ref], stage="ingest", config=config)
         report = {
-            "documents": len(documents),
-            "chunks": chunks,
-            "skipped": [{"path": s.path, "reason": s.reason} for s in skipped]
-            + [{"path": source, "reason": f"filtered: {reason}"} for source, reason in filtered],
-            "cleaning": clean_report,
-            "pii": clean_report.get("pii", {}),
-            "formats": dict(Counter(d.format for d in documents)),
-            "duplicates": [asdict(c) for c in clusters],
+            "documents": out.document_count,
+            "chunks": out.chunk_count,
+            "skipped": [{"path": s.path, "reason": s.reason} for s in out.skipped]
+            + [{"path": source, "reason": f"filtered: {reason}"} for source, reason in out.filtered],
+            "cleaning": out.cleaning,
+            "pii": out.cleaning.get("pii", {}),
+            "formats": out.formats,
+            "duplicates": [asdict(c) for c in out.clusters],
             "datasets": {"documents": docs_v.ref, "chunks": chunks_v.ref},
         }
         (run.dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-        run.counts.update(documents=len(documents), chunks=chunks, skipped=len(report["skipped"]))
-        run.counts.update(pii_redacted=sum(report["pii"].values()), duplicates_dropped=_dropped(clusters))
+        run.counts.update(documents=out.document_count, chunks=out.chunk_count, skipped=len(report["skipped"]))
+        run.counts.update(pii_redacted=sum(report["pii"].values()), duplicates_dropped=_dropped(out.clusters))
         run.counts.update(documents_dataset=docs_v.ref, chunks_dataset=chunks_v.ref)
     return {**_done("ingest", ws), "report": report}
 
@@ -142,44 +139,24 @@ def _token_counter(cfg: ProjectConfig):
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _dedup(documents: list, docs_dir: Path, cfg: ProjectConfig) -> tuple[list, list]:
-    """Exact, near and (optionally) semantic duplicates out; of revisions, the newest stays."""
-    from hangjia.data.dedup import dedup_documents
+def _embedder():
+    """Unit vectors of texts, for semantic dedup."""
+    from hangjia.models import load_embedder
 
-    c = cfg.ingest
-    if not c.dedup:
-        return documents, []
-    embed = None
-    if c.semantic_dup_threshold is not None:
-        from hangjia.models import load_embedder
-
-        embedder = load_embedder()
-        embed = lambda texts: embedder.encode(texts, normalize_embeddings=True)  # noqa: E731
-    mtimes = {d.source: (docs_dir / d.source).stat().st_mtime for d in documents if (docs_dir / d.source).is_file()}
-    return dedup_documents(
-        documents,
-        near_threshold=c.near_dup_threshold,
-        num_perm=c.num_perm,
-        semantic_threshold=c.semantic_dup_threshold,
-        embed=embed,
-        dates=mtimes,
-    )
+    embedder = load_embedder()
+    return lambda texts: embedder.encode(texts, normalize_embeddings=True)
 
 
 def _dropped(clusters: list) -> int:
     return sum(len(c.members) - 1 for c in clusters)
 
 
-def _clean(documents: list, cfg: ProjectConfig) -> tuple[pa.Table, list[tuple[str, str]], dict[str, Any]]:
-    """Cleaning and PII redaction before anything is stored (both switchable), as a batch stage on the engine."""
-    from hangjia.data.clean import repeated_lines
-
+def _clean_options(cfg: ProjectConfig) -> dict[str, Any] | None:
+    """clean_batch's keywords: cleaning and PII redaction before anything is stored (both switchable)."""
     c = cfg.ingest
     if not c.clean and not c.redact_pii:
-        return documents_table(documents), [], {}
-    clean_fn = partial(
-        clean_batch,
-        repeated=frozenset(repeated_lines(documents)) if c.clean else frozenset(),  # across documents: once
+        return None
+    return dict(
         min_chars=c.min_chars if c.clean else 0,
         max_symbol_ratio=c.max_symbol_ratio if c.clean else 1.0,
         max_repeat_ratio=c.max_repeat_ratio if c.clean else 1.0,
@@ -187,9 +164,6 @@ def _clean(documents: list, cfg: ProjectConfig) -> tuple[pa.Table, list[tuple[st
         placeholders=c.pii_placeholders or None,
         pii_allow=tuple(c.pii_allow),
     )
-    cleaned = map_batches(documents_table(documents), clean_fn, engine=c.engine)
-    kept, filtered, report = clean_results(cleaned)
-    return kept, filtered, report.to_dict()
 
 
 def datasets(ws: Workspace) -> DatasetStore:
@@ -216,6 +190,7 @@ def index(ws: Workspace, console: Console, force: bool = False) -> dict[str, Any
     if not force and ws.is_current("index", inputs, {}):
         return _skipped("index", ws)
     with ws.stage("index", inputs, {}) as run:
+        # BM25 needs every chunk's terms in memory anyway: this is the index's own memory, not ingest's.
         chunks = [Chunk.from_dict(r) for r in _ingested(ws, "chunks")]
         with console.status(f"indexing {len(chunks)} chunks"):
             BM25Index.build(chunks).save(run.dir)

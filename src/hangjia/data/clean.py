@@ -126,7 +126,33 @@ def _edge_keys(page: str) -> set[str]:
     return {line_key(ln) for ln in lines[:_EDGE_LINES] + lines[-_EDGE_LINES:]}
 
 
-def repeated_lines(documents: list[Document], min_share: float = 0.5, min_docs: int = 3) -> set[str]:
+class RepeatedLines:
+    """`repeated_lines` one document at a time: `add` each, then `result()`. Holds only line counts, not texts
+    (a key per distinct edge line: up to 4 per page, far fewer once headers repeat)."""
+
+    def __init__(self, min_share: float = 0.5, min_docs: int = 3):
+        self.min_share, self.min_docs = min_share, min_docs
+        self.documents = 0
+        self.in_docs: Counter[str] = Counter()
+        self.found: set[str] = set()
+
+    def add(self, doc: Document) -> None:
+        if doc.format in _RECORD_FORMATS:
+            return
+        self.documents += 1
+        pages = doc.text.split("\f")
+        on_pages: Counter[str] = Counter()
+        for page in pages:
+            on_pages.update(_edge_keys(page))
+        self.in_docs.update(on_pages.keys())
+        self.found |= {k for k, n in on_pages.items() if n >= self.min_docs and n >= self.min_share * len(pages)}
+
+    def result(self) -> set[str]:
+        common = {k for k, n in self.in_docs.items() if n >= self.min_docs and n >= self.min_share * self.documents}
+        return self.found | common
+
+
+def repeated_lines(documents: Iterable[Document], min_share: float = 0.5, min_docs: int = 3) -> set[str]:
     """Keys (see `line_key`) of lines that repeat like running headers and footers.
 
     Only the first and last two lines of each page count (pages are split at form feeds; a document without them
@@ -134,18 +160,10 @@ def repeated_lines(documents: list[Document], min_share: float = 0.5, min_docs: 
     in at least `min_docs` documents and `min_share` of all of them, or on at least `min_docs` pages and
     `min_share` of the pages of one document.
     """
-    documents = [d for d in documents if d.format not in _RECORD_FORMATS]
-    in_docs: Counter[str] = Counter()
-    found: set[str] = set()
+    counter = RepeatedLines(min_share, min_docs)
     for doc in documents:
-        pages = doc.text.split("\f")
-        on_pages: Counter[str] = Counter()
-        for page in pages:
-            on_pages.update(_edge_keys(page))
-        in_docs.update(on_pages.keys())
-        found |= {k for k, n in on_pages.items() if n >= min_docs and n >= min_share * len(pages)}
-    found |= {k for k, n in in_docs.items() if n >= min_docs and n >= min_share * len(documents)}
-    return found
+        counter.add(doc)
+    return counter.result()
 
 
 # --- language and quality -------------------------------------------------------------------------------------------

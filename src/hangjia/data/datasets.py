@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,30 +47,100 @@ class DatasetVersion:
         return pq.read_table(self.path / "data.parquet", columns=columns)
 
 
+HASH_ROWS = 1024  # rows per hashed slice: a version id never depends on how the rows came split into batches
+
+
+def content_hash(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> str:
+    """Hash of the schema and rows, read batch by batch and re-cut into HASH_ROWS-row slices, so a table in memory
+    and the same rows streamed from a Parquet file with any row groups hash alike."""
+    digest = hashlib.sha256(pa.schema([f.with_type(_canonical(f.type)) for f in schema]).serialize())
+    for piece in _slices(batches, HASH_ROWS):
+        # A fresh copy (take) in one batch: a slice can serialize bytes of its neighbours with it, a copy cannot.
+        for batch in piece.take(pa.array(range(piece.num_rows))).combine_chunks().to_batches():
+            digest.update(batch.serialize())
+    return digest.hexdigest()
+
+
+def _canonical(t: pa.DataType) -> pa.DataType:
+    """The type with every list's value field named "item": Parquet reads lists back with it named "element"."""
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        make = pa.large_list if pa.types.is_large_list(t) else pa.list_
+        return make(pa.field("item", _canonical(t.value_type), t.value_field.nullable))
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_canonical(f.type)) for f in t])
+    return t
+
+
+def _slices(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
+    """The rows of batches as consecutive tables of `size` rows (the last one shorter)."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        if batch.num_rows:
+            pending.append(batch)
+            rows += batch.num_rows
+        while rows >= size:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, size)
+            pending, rows = table.slice(size).to_batches(), rows - size
+    if rows:
+        yield pa.Table.from_batches(pending)
+
+
 def table_hash(table: pa.Table) -> str:
     """Hash of the rows and schema, independent of how the table is split into record batches."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table.combine_chunks())  # one batch: the bytes no longer depend on chunking
-    return hashlib.sha256(memoryview(sink.getvalue())).hexdigest()
+    return content_hash(table.schema, table.to_batches())
+
+
+def file_hash(path: Path) -> str:
+    """`table_hash` of a Parquet file's rows, read a slice at a time (never the whole file)."""
+    file = pq.ParquetFile(path)
+    return content_hash(file.schema_arrow, file.iter_batches(batch_size=HASH_ROWS))
 
 
 class DatasetStore:
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def save(
+    def save(self, name: str, table: pa.Table, **meta: Any) -> DatasetVersion:
+        """Store `table` as a new version of `name` (or return the existing one with the same content).
+
+        `meta`: parents (refs of the versions it was made from), stage, config and stats, kept in the manifest."""
+        return self._store(
+            name,
+            table_hash(table),
+            lambda path: pq.write_table(table, path, compression="zstd"),
+            rows=table.num_rows,
+            columns=table.column_names,
+            **meta,
+        )
+
+    def save_file(self, name: str, parquet: Path, **meta: Any) -> DatasetVersion:
+        """Adopt an already written Parquet file as a version of `name` (moved into the store, never loaded whole);
+        the same rows give the same version as `save` does. `meta` as for `save`."""
+        info = pq.ParquetFile(parquet)
+        return self._store(
+            name,
+            file_hash(parquet),
+            lambda path: shutil.move(parquet, path),
+            rows=info.metadata.num_rows,
+            columns=info.schema_arrow.names,
+            **meta,
+        )
+
+    def _store(
         self,
         name: str,
-        table: pa.Table,
+        content: str,
+        write: Callable[[Path], Any],
         *,
+        rows: int,
+        columns: list[str],
         parents: list[str] | None = None,
         stage: str = "",
         config: dict[str, Any] | None = None,
         stats: dict[str, Any] | None = None,
     ) -> DatasetVersion:
-        """Store `table` as a new version of `name` (or return the existing one with the same content)."""
-        content = table_hash(table)
         version = content[:12]
         target = self.root / name / version
         if (target / "manifest.json").is_file():
@@ -77,13 +148,13 @@ class DatasetStore:
         tmp = self.root / name / f".{version}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        pq.write_table(table, tmp / "data.parquet", compression="zstd")
+        write(tmp / "data.parquet")
         manifest = {
             "name": name,
             "version": version,
             "content_hash": content,
-            "rows": table.num_rows,
-            "columns": table.column_names,
+            "rows": rows,
+            "columns": columns,
             "parents": parents or [],
             "stage": stage,
             "config": config or {},

@@ -29,14 +29,15 @@ from hangjia.data.minhash import (
     minhash,
     ngram_hashes,
     optimal_bands,
+    pair_jaccard,
     permutations,
     sequence_keys,
-    shingle_jaccard,
     text_batches,
     token_hashes,
 )
 
 Embed = Callable[[list[str]], np.ndarray]
+TextOf = Callable[[list[int]], list[str]]  # the texts of these rows (indices into the ids), in that order
 SEMANTIC_THRESHOLD = 0.95
 # Below this many texts compare all signature pairs (2,000 texts: ~0.3 s) instead of LSH bands, whose
 # 9 bands × 13 rows at 0.8 catch a pair of Jaccard 0.82 only half the time (1 - (1 - 0.82**13)**9).
@@ -73,39 +74,74 @@ def find_duplicates(
     candidates by true shingle Jaccard ("exact") or by the signature estimate ("estimate", as datasketch)."""
     ids = [i for i, _ in items]
     texts = [t for _, t in items]
+    if not 0 < near_threshold <= 1 or num_perm < 1:
+        raise ValueError("near_threshold must be in (0, 1] and num_perm at least 1.")
+    sigs, keys = sketch(texts, num_perm, seed)
+    return group_duplicates(
+        ids,
+        sigs,
+        keys,
+        lambda rows: [texts[i] for i in rows],
+        near_threshold=near_threshold,
+        semantic_threshold=semantic_threshold,
+        embed=embed,
+        dates=dates,
+        keep=keep,
+        verify=verify,
+    )
+
+
+def group_duplicates(
+    ids: list[str],
+    sigs: np.ndarray,
+    keys: np.ndarray,
+    text_of: TextOf,
+    *,
+    near_threshold: float = 0.8,
+    semantic_threshold: float | None = None,
+    embed: Embed | None = None,
+    dates: dict[str, float] | None = None,
+    keep: str = "newest",
+    verify: str = "exact",
+) -> list[Cluster]:
+    """`find_duplicates` from each item's `sketch` (signature and exact key) instead of its text: `text_of(rows)`
+    gives the texts of those rows only when needed (near-duplicate candidates to verify, group members to choose
+    from, and the semantic stage), so the texts of a large corpus can stay on disk."""
     if len(set(ids)) != len(ids):
         raise ValueError("find_duplicates needs unique ids; two items share one.")
     if keep not in ("newest", "first"):
         raise ValueError(f"keep must be 'newest' or 'first', not {keep!r}.")
     if verify not in ("exact", "estimate"):
         raise ValueError(f"verify must be 'exact' or 'estimate', not {verify!r}.")
-    if not 0 < near_threshold <= 1 or num_perm < 1:
-        raise ValueError("near_threshold must be in (0, 1] and num_perm at least 1.")
+    if not 0 < near_threshold <= 1:
+        raise ValueError("near_threshold must be in (0, 1].")
     if semantic_threshold is not None and embed is None:
         raise ValueError("semantic_threshold needs an embed function (texts → unit vectors).")
-    sigs, keys = _sketch(texts, num_perm, seed)
-    alive = np.ones(len(items), bool)
+    alive = np.ones(len(ids), bool)
     clusters: list[Cluster] = []
 
     def add(kind: str, members: list[int], similarity: float) -> None:
-        kept, reason = choose_kept([ids[i] for i in members], [texts[i] for i in members], dates or {}, keep)
+        kept, reason = choose_kept([ids[i] for i in members], text_of(members), dates or {}, keep)
         clusters.append(Cluster(kind, [ids[i] for i in members], kept, reason, similarity))
         alive[[i for i in members if ids[i] != kept]] = False
 
-    _, group = np.unique(keys, axis=0, return_inverse=True)
-    order = np.argsort(group.ravel(), kind="stable")  # members of each group together, in input order
-    for members in np.split(order, np.flatnonzero(np.diff(group.ravel()[order])) + 1):
-        if len(members) > 1:
-            add("exact", members.tolist(), 1.0)
+    if len(ids):
+        _, group = np.unique(keys, axis=0, return_inverse=True)
+        order = np.argsort(group.ravel(), kind="stable")  # members of each group together, in input order
+        for members in np.split(order, np.flatnonzero(np.diff(group.ravel()[order])) + 1):
+            if len(members) > 1:
+                add("exact", members.tolist(), 1.0)
 
     rows = np.flatnonzero(alive & (sigs[:, 0] != EMPTY))
-    pairs, score = near_pairs([texts[i] for i in rows], sigs[rows], near_threshold, verify)
+    pairs, score = _near_pairs(lambda r: text_of(rows[r].tolist()), sigs[rows], near_threshold, verify)
     for members, sim in _groups(rows[pairs], score):
         add("near", members, sim)
 
     if embed is not None:
         rows = np.flatnonzero(alive)
-        vectors = np.asarray(embed([texts[i] for i in rows]), dtype=np.float32)
+        # In blocks, so only _BLOCK texts are in memory at a time; the vectors are 1.5 KB a text at 384 dims.
+        blocks = [embed(text_of(rows[s : s + _BLOCK].tolist())) for s in range(0, len(rows), _BLOCK)]
+        vectors = np.concatenate([np.asarray(b, dtype=np.float32) for b in blocks]) if blocks else np.zeros((0, 1))
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         pairs, sim = cosine_pairs(vectors, SEMANTIC_THRESHOLD if semantic_threshold is None else semantic_threshold)
         for members, s in _groups(rows[pairs], sim):
@@ -117,6 +153,10 @@ def near_pairs(
     texts: Sequence[str], sigs: np.ndarray, threshold: float = 0.8, verify: str = "exact"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row pairs (i < j) of near-duplicate texts and their Jaccard, given the texts' MinHash signatures."""
+    return _near_pairs(lambda rows: [texts[i] for i in rows], sigs, threshold, verify)
+
+
+def _near_pairs(text_of: TextOf, sigs: np.ndarray, threshold: float, verify: str) -> tuple[np.ndarray, np.ndarray]:
     if len(sigs) < ALL_PAIRS_BELOW:
         # Before exact verification, keep pairs whose estimate is within 4 standard deviations of the
         # threshold: sqrt(0.8 * 0.2 / 128) = 0.035, so estimates ≥ 0.66 at the defaults.
@@ -124,7 +164,7 @@ def near_pairs(
         pairs = all_pairs(sigs, threshold - margin)
     else:
         pairs = candidate_pairs(sigs, *optimal_bands(threshold, sigs.shape[1]))
-    score = shingle_jaccard(texts, pairs) if verify == "exact" else estimated_jaccard(sigs, pairs)
+    score = pair_jaccard(text_of, pairs) if verify == "exact" else estimated_jaccard(sigs, pairs)
     return pairs[score >= threshold], score[score >= threshold]
 
 
@@ -170,8 +210,10 @@ def cosine_pairs(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.
     return np.concatenate(found), np.concatenate(sims)
 
 
-def _sketch(texts: Sequence[str], num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """MinHash signatures and exact-duplicate keys (two 64-bit hashes of the token sequence + its length)."""
+def sketch(texts: Sequence[str], num_perm: int = 128, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """MinHash signatures and exact-duplicate keys (two 64-bit hashes of the token sequence + its length).
+
+    Each text's row depends on that text alone, so a corpus can be sketched batch by batch and the rows stacked."""
     a, b = permutations(num_perm, seed)
     sigs = np.empty((len(texts), num_perm), np.uint64)
     keys = np.empty((len(texts), 3), np.uint64)

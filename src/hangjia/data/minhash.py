@@ -13,7 +13,7 @@ import itertools
 import re
 import sys
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 
 import numpy as np
@@ -284,11 +284,18 @@ def all_pairs(sigs: np.ndarray, min_estimate: float, block: int = 64) -> np.ndar
 
 def shingle_jaccard(texts: Sequence[str], pairs: np.ndarray, shingle_size: int = SHINGLE_SIZE) -> np.ndarray:
     """True Jaccard of the shingle sets of each pair of texts, recomputing shingles ~1,000 pairs at a time."""
+    return pair_jaccard(lambda rows: [texts[i] for i in rows], pairs, shingle_size)
+
+
+def pair_jaccard(
+    text_of: Callable[[list[int]], list[str]], pairs: np.ndarray, shingle_size: int = SHINGLE_SIZE
+) -> np.ndarray:
+    """`shingle_jaccard` with the texts fetched by `text_of(rows)` for ~1,000 pairs at a time (from disk, say)."""
     out = np.empty(len(pairs))
     for s in range(0, len(pairs), 1024):
         chunk = pairs[s : s + 1024]
         docs = np.unique(chunk)
-        hashes, offsets = token_hashes([texts[i] for i in docs])
+        hashes, offsets = token_hashes(text_of(docs.tolist()))
         grams, text = ngram_hashes(hashes, offsets, shingle_size, whole_short=True)
         order = np.lexsort((grams, text))
         grams, text = grams[order], text[order]
