@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hangjia.config import ProjectConfig
+from hangjia.data.clean import CleanOptions
 from hangjia.data.datasets import DatasetStore
 from hangjia.errors import HangjiaError
 from hangjia.workspace import Workspace, sha256_file, sha256_tree
@@ -151,12 +152,12 @@ def _dropped(clusters: list) -> int:
     return sum(len(c.members) - 1 for c in clusters)
 
 
-def _clean_options(cfg: ProjectConfig) -> dict[str, Any] | None:
-    """clean_batch's keywords: cleaning and PII redaction before anything is stored (both switchable)."""
+def _clean_options(cfg: ProjectConfig) -> CleanOptions | None:
+    """Cleaning and PII redaction before anything is stored (both switchable); None when both are off."""
     c = cfg.ingest
     if not c.clean and not c.redact_pii:
         return None
-    return dict(
+    return CleanOptions(
         min_chars=c.min_chars if c.clean else 0,
         max_symbol_ratio=c.max_symbol_ratio if c.clean else 1.0,
         max_repeat_ratio=c.max_repeat_ratio if c.clean else 1.0,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hangjia.data.clean import (
+    CleanOptions,
     CleanReport,
     clean_documents,
     clean_text,
@@ -142,7 +143,7 @@ def test_clean_documents_drops_headers_and_keeps_spans_right():
     for source, sections in MANUALS.items():
         pages = paged([body for _, body in sections])
         docs.append(doc_of(source, [(title, page) for (title, _), page in zip(sections, pages, strict=True)]))
-    kept, filtered, report = clean_documents(docs, min_chars=10)
+    kept, filtered, report = clean_documents(docs, CleanOptions(min_chars=10))
     assert filtered == [] and [d.source for d in kept] == list(MANUALS)
     expected = {
         "pump.txt": {
@@ -166,7 +167,7 @@ def test_clean_documents_drops_headers_and_keeps_spans_right():
 def test_unique_lines_stay_when_nothing_repeats():
     texts = [EN, ZH, "Close the water supply before you replace the inlet valve.", "Rinse the mesh every month."]
     docs = [doc_of(f"d{i}.txt", [("", text)]) for i, text in enumerate(texts)]
-    kept, _, report = clean_documents(docs, min_chars=10)
+    kept, _, report = clean_documents(docs, CleanOptions(min_chars=10))
     assert report.header_footer_lines == 0 and report.documents_changed == 0
     assert [d.text for d in kept] == texts
 
@@ -214,9 +215,9 @@ def test_filtered_documents_come_with_a_reason():
 
 def test_redaction_can_be_turned_off():
     docs = [doc_of("c.txt", [("", f"{EN} Call 13812345678.")])]
-    kept, _, report = clean_documents(docs, redact_pii=False)
+    kept, _, report = clean_documents(docs, CleanOptions(redact_pii=False))
     assert "13812345678" in kept[0].text and report.pii == {}
-    kept, _, report = clean_documents(docs, placeholders={"phone": "<tel>"})
+    kept, _, report = clean_documents(docs, CleanOptions(placeholders={"phone": "<tel>"}))
     assert kept[0].text.endswith("Call <tel>.") and report.pii == {"phone": 1}
 
 

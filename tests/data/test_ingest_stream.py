@@ -16,7 +16,7 @@ import pytest
 from hangjia.data import ingest
 from hangjia.data.batches import documents_table, table_documents
 from hangjia.data.chunk import chunk_documents
-from hangjia.data.clean import clean_documents
+from hangjia.data.clean import CleanOptions, clean_documents
 from hangjia.data.datasets import DatasetStore, file_hash, table_hash
 from hangjia.data.dedup import dedup_documents
 from hangjia.data.documents import load_documents
@@ -37,7 +37,7 @@ def test_streaming_ingest_gives_what_the_in_memory_stages_give(tmp_path, engine)
     kept, clusters = dedup_documents(cleaned, dates=dates)
     chunks = chunk_documents(kept)
 
-    out = ingest_documents(docs_dir, tmp_path / "work", clean_options={}, engine=engine, batch_docs=4)
+    out = ingest_documents(docs_dir, tmp_path / "work", clean_options=CleanOptions(), engine=engine, batch_docs=4)
     assert table_documents(pq.read_table(out.documents)) == kept
     assert pq.read_table(out.chunks).to_pylist() == [c.to_dict() for c in chunks]
     assert out.clusters == clusters and clusters  # the sample's revA/revB manuals
@@ -84,7 +84,9 @@ def test_a_large_corpus_streams_one_batch_at_a_time_and_batch_size_does_not_chan
     refs = {}
     for batch_docs in (50, 10_000):
         live, most = [0], [0]
-        out = ingest_documents(docs_dir, tmp_path / f"work{batch_docs}", clean_options={}, batch_docs=batch_docs)
+        out = ingest_documents(
+            docs_dir, tmp_path / f"work{batch_docs}", clean_options=CleanOptions(), batch_docs=batch_docs
+        )
         store = DatasetStore(tmp_path / f"datasets{batch_docs}")
         documents = store.save_file("documents", out.documents)
         chunks = store.save_file("chunks", out.chunks, parents=[documents.ref])

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from hangjia.data.chunk import chunk_documents
-from hangjia.data.clean import CleanReport, clean_document
+from hangjia.data.clean import DEFAULT_OPTIONS, CleanOptions, CleanReport, clean_document
 from hangjia.data.documents import Document
 
 SECTION = pa.struct([("title", pa.string()), ("start", pa.int64()), ("end", pa.int64())])
@@ -66,9 +66,9 @@ def table_documents(table: pa.Table) -> list[Document]:
 # --- clean ----------------------------------------------------------------------------------------------------------
 
 
-def _clean_row(doc: Document, repeated: frozenset[str], **options: Any) -> dict[str, Any]:
+def _clean_row(doc: Document, repeated: frozenset[str], options: CleanOptions) -> dict[str, Any]:
     """One document through `clean_document`, with what it counted kept on the row."""
-    cleaned, issues, counts = clean_document(doc, repeated, **options)
+    cleaned, issues, counts = clean_document(doc, repeated, options)
     return cleaned.to_dict() | {
         "filtered_reason": ", ".join(issues) or None,
         "pii": json.dumps(counts.pii, ensure_ascii=False),
@@ -79,31 +79,13 @@ def _clean_row(doc: Document, repeated: frozenset[str], **options: Any) -> dict[
     }
 
 
-def clean_batch(
-    table: pa.Table,
-    *,
-    repeated: frozenset[str],
-    min_chars: int = 50,
-    max_symbol_ratio: float = 0.3,
-    max_repeat_ratio: float = 0.5,
-    redact_pii: bool = True,
-    placeholders: dict[str, str] | None = None,
-    pii_allow: Iterable[str] = (),
-) -> pa.Table:
+def clean_batch(table: pa.Table, *, repeated: frozenset[str], options: CleanOptions = DEFAULT_OPTIONS) -> pa.Table:
     """Clean every document row as `clean_documents` does, given `repeated = repeated_lines(all_documents)`.
 
     Rows come back in CLEANED_SCHEMA, filtered ones included: `filtered_reason` is null for a kept document, else
     the reasons ("too short, repetitive"); `clean_results` turns a whole cleaned table into clean_documents' result.
     """
-    options = dict(
-        min_chars=min_chars,
-        max_symbol_ratio=max_symbol_ratio,
-        max_repeat_ratio=max_repeat_ratio,
-        redact_pii=redact_pii,
-        placeholders=placeholders,
-        pii_allow=pii_allow,
-    )
-    rows = [_clean_row(doc, repeated, **options) for doc in table_documents(table)]
+    rows = [_clean_row(doc, repeated, options) for doc in table_documents(table)]
     return pa.Table.from_pylist(rows, schema=CLEANED_SCHEMA)
 
 

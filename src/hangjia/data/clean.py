@@ -239,16 +239,29 @@ class DocumentCounts:
     """Whether the text or sections differ after cleaning."""
 
 
+@dataclass(frozen=True)
+class CleanOptions:
+    """How documents are cleaned and filtered; one value passed whole through the batch stages."""
+
+    min_chars: int = 50
+    """A document shorter than this after cleaning is filtered out as too short."""
+    max_symbol_ratio: float = 0.3
+    """A document whose share of non-alphanumeric characters is higher is filtered out."""
+    max_repeat_ratio: float = 0.5
+    """A document whose share of repeated lines or 3-grams is higher is filtered out as repetitive."""
+    redact_pii: bool = True
+    """Replace personal data with placeholders (see pii.py)."""
+    placeholders: dict[str, str] | None = None
+    """Placeholder overrides per PII kind."""
+    pii_allow: tuple[str, ...] = ()
+    """Published contacts that are never redacted."""
+
+
+DEFAULT_OPTIONS = CleanOptions()
+
+
 def clean_document(
-    doc: Document,
-    repeated: Collection[str],
-    *,
-    min_chars: int = 50,
-    max_symbol_ratio: float = 0.3,
-    max_repeat_ratio: float = 0.5,
-    redact_pii: bool = True,
-    placeholders: dict[str, str] | None = None,
-    pii_allow: Iterable[str] = (),
+    doc: Document, repeated: Collection[str], options: CleanOptions = DEFAULT_OPTIONS
 ) -> tuple[Document, list[str], DocumentCounts]:
     """Clean one document section by section, given `repeated = repeated_lines(all_documents)`; return it cleaned
     (section spans point into its new text), the quality issues that filter it out (empty when kept), and what was
@@ -267,27 +280,22 @@ def clean_document(
             else:
                 lines.append(line)
         body, title = "\n".join(lines), one_line(clean_text(title))
-        if redact_pii:
-            body, found = redact(body, placeholders, allow=pii_allow)
-            title = redact(title, placeholders, allow=pii_allow)[0]  # titles repeat their section's first line
+        if options.redact_pii:
+            body, found = redact(body, options.placeholders, allow=options.pii_allow)
+            # Titles repeat their section's first line, whose redactions are counted there.
+            title = redact(title, options.placeholders, allow=options.pii_allow)[0]
             counts.pii.update(found)
         blocks.append((title, body))
     text, sections = assemble(blocks)
     counts.changed = text != doc.text or sections != doc.sections
     counts.language = detect_language(text)
-    issues = quality_issues(text, min_chars, max_symbol_ratio, max_repeat_ratio) if text else ["no text left"]
+    limits = options.min_chars, options.max_symbol_ratio, options.max_repeat_ratio
+    issues = quality_issues(text, *limits) if text else ["no text left"]
     return Document(doc.source, doc.format, text, sections, doc.sha256), issues, counts
 
 
 def clean_documents(
-    documents: list[Document],
-    *,
-    min_chars: int = 50,
-    max_symbol_ratio: float = 0.3,
-    max_repeat_ratio: float = 0.5,
-    redact_pii: bool = True,
-    placeholders: dict[str, str] | None = None,
-    pii_allow: Iterable[str] = (),
+    documents: list[Document], options: CleanOptions = DEFAULT_OPTIONS
 ) -> tuple[list[Document], list[tuple[str, str]], CleanReport]:
     """Clean every document with `clean_document`; return the kept documents, (source, reason) for those filtered
     out, and a report. Section spans of the returned documents point into their new text."""
@@ -295,16 +303,7 @@ def clean_documents(
     report = CleanReport()
     kept: list[Document] = []
     for doc in documents:
-        cleaned, issues, counts = clean_document(
-            doc,
-            repeated,
-            min_chars=min_chars,
-            max_symbol_ratio=max_symbol_ratio,
-            max_repeat_ratio=max_repeat_ratio,
-            redact_pii=redact_pii,
-            placeholders=placeholders,
-            pii_allow=pii_allow,
-        )
+        cleaned, issues, counts = clean_document(doc, repeated, options)
         report.documents_changed += int(counts.changed)
         report.header_footer_lines += counts.header_footer_lines
         report.boilerplate_lines += counts.boilerplate_lines

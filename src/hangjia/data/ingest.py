@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hangjia.data.batches import DOCUMENT_SCHEMA, chunk_batch, clean_batch, clean_results, documents_table
-from hangjia.data.clean import CleanReport, RepeatedLines
+from hangjia.data.clean import CleanOptions, CleanReport, RepeatedLines
 from hangjia.data.dedup import Cluster, Embed, group_duplicates, sketch
 from hangjia.data.documents import MAX_FILE_BYTES, Document, Skipped, check_folder, iter_documents, none_loaded
 from hangjia.data.engine import map_batches
@@ -62,7 +62,7 @@ def ingest_documents(
     work_dir: Path,
     *,
     max_file_bytes: int = MAX_FILE_BYTES,
-    clean_options: dict[str, Any] | None = None,
+    clean_options: CleanOptions | None = None,
     drop_repeated: bool = True,
     dedup: bool = True,
     near_threshold: float = 0.8,
@@ -80,9 +80,9 @@ def ingest_documents(
 ) -> Ingested:
     """Load, clean, dedup and chunk every document under docs_dir into Parquet files in work_dir.
 
-    clean_options are clean_batch's keywords (min_chars, redact_pii, …) without `repeated`, or None to neither
-    clean nor redact; drop_repeated drops the running headers and footers found across all documents. Dedup keeps
-    the newest of each group (see `hangjia.data.dedup`); the semantic stage runs when `embed` is given.
+    clean_options say how to clean and redact, or None to do neither; drop_repeated drops the running headers
+    and footers found across all documents. Dedup keeps the newest of each group (see `hangjia.data.dedup`);
+    the semantic stage runs when `embed` is given.
     """
     status = on_status or (lambda _: None)
     files = check_folder(docs_dir)
@@ -98,7 +98,7 @@ def ingest_documents(
     clean_fn = None
     if clean_options is not None:
         found = frozenset(repeated.result()) if repeated is not None else frozenset()
-        clean_fn = partial(clean_batch, repeated=found, **clean_options)
+        clean_fn = partial(clean_batch, repeated=found, options=clean_options)
     sketches = _Sketches(docs_dir, num_perm) if dedup else None
     report = _clean(loaded_path, cleaned_path, clean_fn, sketches, engine)
     loaded_path.unlink()
