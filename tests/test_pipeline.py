@@ -27,6 +27,16 @@ def cfg(tiny_model_dir, tmp_path):
     cfg.eval.questions = KESTREL / "questions.jsonl"
     cfg.eval.limit = 4
     cfg.eval.max_new_tokens = 4
+    cfg.eval.mcq = KESTREL / "mcq.jsonl"
+    general = tmp_path / "anatomy_test.csv"
+    general.write_text(
+        "question,choice0,choice1,choice2,choice3,answer\n"
+        "Which bone is in the thigh?,femur,ulna,radius,skull,0\n"
+        "Which organ pumps blood?,lung,heart,liver,skin,1\n"
+        "Which organ filters blood?,kidney,eye,ear,tooth,0\n"
+    )
+    cfg.eval.general = [general]
+    cfg.eval.general_limit = 2
     return cfg
 
 
@@ -48,6 +58,10 @@ def test_build_runs_every_stage_with_a_local_model_dir_as_base(cfg, tmp_path):
         ("domain", True),
     ]
     assert all(c["total"] == 4 for c in results_json["conditions"])
+    choices = {(r["set"], r["model"]): r for r in results_json["choices"]}
+    assert set(choices) == {(s, m) for s in ("domain mcq", "general: anatomy") for m in ("base", "domain")}
+    assert choices["domain mcq", "base"]["n"] == 30 and choices["general: anatomy", "domain"]["n"] == 2
+    assert all(0 <= r["acc"] <= 1 and 0 <= r["acc_norm"] <= 1 for r in choices.values())
     answers = (ws.stage_dir("eval") / "answers.jsonl").read_text().splitlines()
     assert len(answers) == 16
     rag_rows = [json.loads(a) for a in answers if json.loads(a)["rag"]]

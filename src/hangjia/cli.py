@@ -195,6 +195,14 @@ def print_eval_table(ws: Workspace) -> None:
             c["model"], "on" if c["rag"] else "off", f"{c['accuracy'] * 100:.1f}", *cells, str(c["false_abstentions"])
         )
     out.print(table)
+    if results.get("choices"):
+        choices = Table(title="Multiple choice, 0-shot log-likelihood (chance: 25%)", title_justify="left")
+        for col in ("set", "model", "items", "acc", "acc_norm"):
+            choices.add_column(col, justify="left" if col in ("set", "model") else "right")
+        for row in results["choices"]:
+            acc, norm = f"{row['acc'] * 100:.1f}", f"{row['acc_norm'] * 100:.1f}"
+            choices.add_row(row["set"], row["model"], str(row["n"]), acc, norm)
+        out.print(choices)
     out.print(f"answers: {ws.stage_dir('eval') / 'answers.jsonl'}")
 
 

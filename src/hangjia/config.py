@@ -98,6 +98,12 @@ class EvalConfig(_Section):
     """Evaluate only the first N questions (quick checks)."""
     max_new_tokens: int = Field(32, ge=1, le=2048)
     """Answer length cap during evaluation."""
+    mcq: Path | None = None
+    """Multiple-choice questions (the examples/kestrel/mcq.jsonl format) scored by log-likelihood per model."""
+    general: list[Path] = []
+    """MMLU-format CSV files (e.g. ../shared/benchmarks/mmlu/test/anatomy_test.csv): general-knowledge retention."""
+    general_limit: int | None = Field(100, ge=1)
+    """Items taken from each general-knowledge file (none: all)."""
     batch_size: int = Field(16, ge=1, le=256)
     """Questions generated together; on a CPU decoding reads all weights per step, so larger batches amortise it."""
 
@@ -153,6 +159,9 @@ def _resolve_paths(cfg: ProjectConfig, base: Path) -> ProjectConfig:
         cfg.docs = (base / cfg.docs).resolve()
     if cfg.eval.questions is not None and not cfg.eval.questions.is_absolute():
         cfg.eval.questions = (base / cfg.eval.questions).resolve()
+    if cfg.eval.mcq is not None and not cfg.eval.mcq.is_absolute():
+        cfg.eval.mcq = (base / cfg.eval.mcq).resolve()
+    cfg.eval.general = [p if p.is_absolute() else (base / p).resolve() for p in cfg.eval.general]
     if cfg.train.base_model != EMBEDDED_BASE and (base / cfg.train.base_model).exists():
         cfg.train.base_model = str((base / cfg.train.base_model).resolve())
     return cfg

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,8 @@ from hangjia.models import load_causal_lm, load_tokenizer, resolve_base
 from hangjia.prompts import ensure_system, with_context
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
     from hangjia.rag.index import BM25Index
     from hangjia.workspace import Workspace
 
@@ -136,6 +139,14 @@ class Engine:
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs
+
+    @contextmanager
+    def using(self, name: str) -> Iterator[PreTrainedModel]:
+        """The model with `name`'s weights (adapter on for domain, off for base), held for direct use
+        such as log-likelihood scoring; generation through this engine waits meanwhile."""
+        self.check_model(name)
+        with self._lock, self._adapter_scope(name):
+            yield self.model
 
     def _adapter_scope(self, name: str):
         from contextlib import nullcontext

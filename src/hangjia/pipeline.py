@@ -297,6 +297,9 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
         "train": (ws.manifest("train") or {}).get("fingerprint", ""),
         "index": (ws.manifest("index") or {}).get("fingerprint", ""),
     }
+    for path in [cfg.eval.mcq, *cfg.eval.general]:
+        if path is not None:
+            inputs[f"choices:{Path(path).name}"] = sha256_file(_existing(Path(path)))
     config = {**cfg.eval.model_dump(), **cfg.rag.model_dump(), "base_model": cfg.train.base_model}
     if not force and ws.is_current("eval", inputs, config):
         return _skipped("eval", ws)
@@ -312,10 +315,37 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
             batch_size=cfg.eval.batch_size,
             on_batch=lambda n: progress.update(task, advance=n),
         )
+        results["choices"] = _multiple_choice(engine, cfg, lambda text: progress.update(task, status=text))
         write_jsonl(run.dir / "answers.jsonl", results.pop("answers"))
         (run.dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
         run.counts.update({f"{c['model']}{'+rag' if c['rag'] else ''}": c["accuracy"] for c in results["conditions"]})
     return _done("eval", ws)
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise HangjiaError(f"Evaluation file {path} does not exist; fix eval.mcq / eval.general in hangjia.yaml.")
+    return path
+
+
+def _multiple_choice(engine, cfg: ProjectConfig, status) -> list[dict[str, Any]]:
+    """Domain MCQ and general-knowledge (MMLU-format) sets, 0-shot by log-likelihood, for every model."""
+    from hangjia.eval.mcq import evaluate_mcq, load_mcq_jsonl, load_mmlu_csv
+
+    sets = []
+    if cfg.eval.mcq is not None:
+        sets.append(("domain mcq", load_mcq_jsonl(Path(cfg.eval.mcq))))
+    for path in cfg.eval.general:
+        subject = Path(path).stem.removesuffix("_test").removesuffix("_dev")
+        sets.append((f"general: {subject}", load_mmlu_csv(Path(path), subject)[: cfg.eval.general_limit]))
+    rows = []
+    for set_name, items in sets:
+        for name in engine.model_names:
+            status(f"{set_name} · {name}")
+            with engine.using(name) as model:
+                scored = evaluate_mcq(model, engine.tokenizer, items, batch_size=cfg.eval.batch_size)
+            rows.append({"set": set_name, "model": name, **{k: scored[k] for k in ("acc", "acc_norm", "n")}})
+    return rows
 
 
 def build(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> list[dict[str, Any]]:
