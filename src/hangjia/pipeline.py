@@ -74,6 +74,7 @@ def _done(name: str, ws: Workspace) -> dict[str, Any]:
 def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
     """Load every document under cfg.docs, clean, dedup and chunk it with provenance, streamed in batches so memory
     stays bounded for corpora larger than RAM (see data/ingest.py); failures are skipped and reported."""
+    from hangjia.data.documents import iter_files
     from hangjia.data.ingest import ingest_documents
 
     if cfg.docs is None:
@@ -89,7 +90,7 @@ def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
         count_tokens = _token_counter(cfg)
     c = cfg.ingest
     with ws.stage("ingest", inputs, config) as run, _progress(console) as progress:
-        files = sum(1 for p in docs_dir.rglob("*") if p.is_file())
+        files = len(iter_files(docs_dir))  # the loader's own walk: hidden files are not counted
         task = progress.add_task("ingest", total=files, status="")
         work = tempfile.TemporaryDirectory(dir=run.dir, prefix=".work-")  # its files move into the dataset store
         with work:
