@@ -6,7 +6,7 @@ The generators are in `extractive.py`, the grounding check in `grounding.py`; bo
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from hangjia.data.chunk import Chunk
 from hangjia.data.documents import Document
@@ -16,20 +16,30 @@ from hangjia.data.grounding import MAX_ANSWER_WORDS, is_grounded, numbers, token
 
 @dataclass
 class QAPair:
-    """One extracted question with a short answer and the chunk it came from."""
+    """One training example: a question with its answer and the chunk it came from.
+
+    `generator` names what made it (extractive, self_qa, self_instruct, kg, raft, paraphrase, general);
+    `kind` is the finer type within it. `prompt` is the whole user turn when it is more than the question
+    (a retrieval-aware example carries its context passages there); empty otherwise.
+    """
 
     question: str
     answer: str
     kind: str
     chunk_id: str
     source: str
+    generator: str = "extractive"
+    prompt: str = ""
+
+    def user_turn(self) -> str:
+        return self.prompt or self.question
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> QAPair:
-        return cls(**{k: d[k] for k in ("question", "answer", "kind", "chunk_id", "source")})
+        return cls(**{k: d[k] for k in (f.name for f in fields(cls)) if k in d})
 
 
 def _norm(text: str) -> str:
