@@ -32,6 +32,16 @@ def run_cli(*args: str, stdin: str | None = None, timeout: int = 900) -> subproc
     )
 
 
+GENERAL_PROMPTS = [
+    "What is the capital of France?",
+    "Name the largest planet in the solar system.",
+    "What is 7 multiplied by 8?",
+    "Translate good morning into Spanish.",
+    "What do plants need to grow?",
+    "Why should we wash our hands?",
+]
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("e2e")
@@ -46,9 +56,13 @@ def project(tmp_path_factory) -> dict[str, Path]:
     ]
     questions = root / "questions.jsonl"
     questions.write_text("\n".join(sliced[:6]) + "\n")
+    general = root / "general.jsonl"  # a short forgetting-guard set: the base model answers each prompt once
+    general.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in GENERAL_PROMPTS))
     config = root / "hangjia.yaml"
     config.write_text(
         "docs: docs\n"
+        # Retrieval-aware examples (long prompts) are covered with a tiny model in test_pipeline.py.
+        "select:\n  paraphrases: 1\n  raft: false\n  general_ratio: 0.1\n  general_prompts: general.jsonl\n"
         "train:\n  max_steps: 24\n  batch_size: 4\n  learning_rate: 0.001\n  max_length: 128\n"
         "eval:\n  questions: questions.jsonl\n  max_new_tokens: 24\n"
     )
@@ -60,8 +74,10 @@ def project(tmp_path_factory) -> dict[str, Path]:
 
 def test_build_runs_every_stage_and_prints_the_table(project):
     out = project["stdout"]
-    for stage in ("ingest", "index", "synth", "train", "eval"):
+    for stage in ("ingest", "index", "synth", "select", "train", "eval"):
         assert (project["ws"] / stage / "manifest.json").is_file(), stage
+    selected = json.loads((project["ws"] / "select" / "manifest.json").read_text())["counts"]
+    assert 0 < selected["general"] <= len(GENERAL_PROMPTS)  # the base model's own answers, mixed into train
     assert "Domain QA accuracy" in out and "domain" in out and "base" in out
     assert "hangjia serve --workspace" in out
 
@@ -89,7 +105,7 @@ def test_tuned_model_loss_fell_and_answers_changed(project):
 def test_rerun_with_unchanged_inputs_does_nothing(project):
     result = run_cli("build", "--workspace", str(project["ws"]), "--config", str(project["config"]))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("unchanged, skipped") == 5, result.stdout
+    assert result.stdout.count("unchanged, skipped") == 6, result.stdout
 
 
 def test_models_and_terminal_chat(project):

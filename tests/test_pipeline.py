@@ -44,10 +44,23 @@ def test_build_runs_every_stage_with_a_local_model_dir_as_base(cfg, tmp_path):
     ws = Workspace(tmp_path / "ws")
     console = Console(quiet=True)
     results = pipeline.build(ws, cfg, console)
-    assert [r["stage"] for r in results] == ["ingest", "index", "synth", "train", "eval"]
+    assert [r["stage"] for r in results] == ["ingest", "index", "synth", "select", "train", "eval"]
     assert not any(r["skipped"] for r in results)
     synth = ws.manifest("synth")["counts"]
-    assert synth["pairs"] == synth["train"] + synth["val"] > 50
+    assert synth["pairs"] > 50 and set(synth["by_generator"]) == {"extractive", "kg"}
+    sel = ws.manifest("select")["counts"]
+    assert sel["train"] + sel["val"] + sel["test"] == sel["selected"] + sel["derived"] + sel["general"]
+    assert sel["derived"] > sel["selected"] > 0  # paraphrases + retrieval-aware examples
+    # (the forgetting guard's general pairs are checked with the real model in test_end_to_end.py: a random
+    # tiny model's replies are mostly empty)
+    train_rows = [json.loads(line) for line in (ws.stage_dir("select") / "train.jsonl").read_text().splitlines()]
+    assert {"extractive", "paraphrase", "raft"} <= {r["generator"] for r in train_rows}
+    raft = next(r for r in train_rows if r["generator"] == "raft")
+    assert raft["prompt"].startswith("Context:\n[1] (") and raft["prompt"].endswith(f"Question: {raft['question']}")
+    for stage in ("synth", "select"):  # each writes its report with embedded charts
+        assert "data:image/png;base64," in (ws.stage_dir(stage) / "report.html").read_text()
+    info = json.loads((ws.stage_dir("select") / "export" / "dataset_info.json").read_text())
+    assert info["hangjia_train"]["formatting"] == "alpaca"
     assert ws.manifest("train")["counts"]["steps"] == 2
     assert (ws.stage_dir("train") / "adapter" / "adapter_model.safetensors").is_file()
     results_json = json.loads((ws.stage_dir("eval") / "results.json").read_text())
@@ -72,20 +85,25 @@ def test_build_runs_every_stage_with_a_local_model_dir_as_base(cfg, tmp_path):
 
     cfg.train.lora_r = 8  # a config change re-runs that stage and everything downstream of it
     third = pipeline.build(ws, cfg, console)
-    assert [r["skipped"] for r in third] == [True, True, True, False, False]
+    assert [r["skipped"] for r in third] == [True, True, True, True, False, False]
+    assert (ws.stage_dir("eval") / "report.html").is_file() and "retrieval" in results_json
 
 
 def test_a_failing_stage_keeps_the_previous_output(cfg, tmp_path):
     ws = Workspace(tmp_path / "ws")
     console = Console(quiet=True)
     pipeline.ingest(ws, cfg, console)
+    pipeline.index(ws, console)
     pipeline.synth(ws, cfg, console)
-    before = (ws.stage_dir("synth") / "pairs.jsonl").read_text()
+    cfg.select.quality = "none"
+    cfg.select.general_ratio = 0.0
+    pipeline.select(ws, cfg, console)
+    before = (ws.stage_dir("select") / "train.jsonl").read_text()
     cfg.train.base_model = str(tmp_path / "no-such-model")
     with pytest.raises(HangjiaError):
         pipeline.train(ws, cfg, console)
     assert ws.manifest("train") is None
-    assert (ws.stage_dir("synth") / "pairs.jsonl").read_text() == before
+    assert (ws.stage_dir("select") / "train.jsonl").read_text() == before
 
 
 def test_ingest_on_ray_makes_the_same_dataset_versions_as_in_process(cfg, tmp_path):

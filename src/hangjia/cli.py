@@ -73,6 +73,11 @@ def _summary(results: list[dict[str, Any]], title: str) -> None:
     for r in results:
         if "report" in r:
             _ingest_report(r["report"])
+        if "summary" in r:  # synth and select: examples per generator, drops per reason
+            from hangjia.data.report import print_summary
+
+            print_summary(out, r["summary"])
+            out.print(f"report: {Path(r['dir']) / 'report.html'}")
 
 
 def _ingest_report(report: dict[str, Any]) -> None:
@@ -135,12 +140,33 @@ def ingest(
 
 
 @app.command()
-def synth(workspace: WorkspaceOpt, config: ConfigOpt = None, force: ForceOpt = False) -> None:
-    """Generate grounded question/answer pairs from the ingested chunks (extractive, no LLM)."""
+def synth(
+    workspace: WorkspaceOpt,
+    config: ConfigOpt = None,
+    force: ForceOpt = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Estimate the teacher's requests, tokens and cost; send nothing.")
+    ] = False,
+) -> None:
+    """Generate grounded question/answer pairs from the ingested chunks (synth.generators; report.html)."""
     from hangjia import pipeline
 
     ws, cfg = _setup(workspace, config)
-    _summary([pipeline.synth(ws, cfg, console, force)], "synth")
+    result = pipeline.synth(ws, cfg, console, force, dry_run=dry_run)
+    if dry_run:
+        estimate = result["counts"]["dry_run"]
+        out.print("dry run, nothing sent: " + ", ".join(f"{k}={_fmt(v)}" for k, v in estimate.items()))
+        return
+    _summary([result], "synth")
+
+
+@app.command()
+def select(workspace: WorkspaceOpt, config: ConfigOpt = None, force: ForceOpt = False) -> None:
+    """Pick the training pairs: dedup, quality, diversity to a budget, derived and general examples, splits."""
+    from hangjia import pipeline
+
+    ws, cfg = _setup(workspace, config)
+    _summary([pipeline.select(ws, cfg, console, force)], "select")
 
 
 @app.command()
@@ -169,8 +195,11 @@ def eval_(
     questions: QuestionsOpt = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
     force: ForceOpt = False,
+    gate: Annotated[
+        bool, typer.Option("--gate", help="Check the gate: rules; exit 1 when the candidate fails them, 2 on misuse.")
+    ] = False,
 ) -> None:
-    """Score base vs tuned, RAG off vs on, on a questions.jsonl; print the table and save JSON."""
+    """Score base vs tuned, RAG off vs on, on a questions.jsonl; print the table; write report.html/.md/.json."""
     from hangjia import pipeline
 
     ws, cfg = _setup(workspace, config)
@@ -180,6 +209,30 @@ def eval_(
         cfg.eval.limit = limit
     _summary([pipeline.evaluate(ws, cfg, console, force)], "eval")
     print_eval_table(ws)
+    if gate:
+        raise typer.Exit(_gate(ws, cfg))
+
+
+def _gate(ws: Workspace, cfg) -> int:
+    """The gate over the stored results (changing a threshold does not regenerate answers); its exit code."""
+    from hangjia.eval.gate import check_gate
+    from hangjia.eval.report import write_eval_report
+
+    d = ws.stage_dir("eval")
+    results = json.loads((d / "results.json").read_text())
+    answers = [json.loads(line) for line in (d / "answers.jsonl").read_text().splitlines() if line.strip()]
+    verdict = check_gate(results, cfg.gate.rules(), cfg.gate.candidate, cfg.gate.reference)
+    (d / "gate.json").write_text(json.dumps(verdict.to_dict(), indent=2, ensure_ascii=False))
+    write_eval_report(d, {**results, "gate": verdict.to_dict()}, answers, title="Hangjia evaluation")
+    table = Table(title=f"gate: {verdict.candidate} vs {verdict.reference}", title_justify="left")
+    for col in ("check", "value", "threshold", "result", "why"):
+        table.add_column(col)
+    for c in verdict.checks:
+        value = "—" if c.value is None else f"{c.value:.1f}"
+        table.add_row(c.name, value, f"{c.threshold:g}", "pass" if c.passed else "[red]FAIL[/]", c.message)
+    out.print(table)
+    out.print("gate passed" if verdict.passed else "[red]gate failed[/]: the candidate is not better")
+    return verdict.exit_code
 
 
 def print_eval_table(ws: Workspace) -> None:
@@ -187,14 +240,18 @@ def print_eval_table(ws: Workspace) -> None:
     conds = results["conditions"]
     types = sorted({t for c in conds for t in c["by_type"]})
     table = Table(title=f"Domain QA accuracy ({conds[0]['total']} questions)", title_justify="left")
-    for col in ["model", "RAG", "accuracy", *types, "false abstentions"]:
+    for col in ["model", "RAG", "accuracy", "F1", "ROUGE-L", *types, "refusal", "false abstentions"]:
         table.add_column(col, justify="left" if col in ("model", "RAG") else "right")
     for c in conds:
         cells = [f"{c['by_type'].get(t, 0) * 100:.1f}" for t in types]
-        table.add_row(
-            c["model"], "on" if c["rag"] else "off", f"{c['accuracy'] * 100:.1f}", *cells, str(c["false_abstentions"])
-        )
+        scores = [_pct(c.get(k)) for k in ("accuracy", "f1", "rouge_l")]
+        refusal = _pct(c.get("refusal_accuracy"))
+        table.add_row(c["model"], "on" if c["rag"] else "off", *scores, *cells, refusal, str(c["false_abstentions"]))
     out.print(table)
+    if results.get("retrieval"):
+        overall = results["retrieval"]["overall"]
+        recalls = ", ".join(f"{k}={v * 100:.1f}" for k, v in overall.items() if k.startswith("recall@"))
+        out.print(f"retrieval over {overall['n']} answerable questions: {recalls}, MRR={overall['mrr']:.3f}")
     if results.get("choices"):
         choices = Table(title="Multiple choice, 0-shot log-likelihood (chance: 25%)", title_justify="left")
         for col in ("set", "model", "items", "acc", "acc_norm"):
@@ -203,7 +260,11 @@ def print_eval_table(ws: Workspace) -> None:
             acc, norm = f"{row['acc'] * 100:.1f}", f"{row['acc_norm'] * 100:.1f}"
             choices.add_row(row["set"], row["model"], str(row["n"]), acc, norm)
         out.print(choices)
-    out.print(f"answers: {ws.stage_dir('eval') / 'answers.jsonl'}")
+    out.print(f"answers: {ws.stage_dir('eval') / 'answers.jsonl'}; report: {ws.stage_dir('eval') / 'report.html'}")
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}"
 
 
 @app.command()
@@ -215,7 +276,7 @@ def build(
     engine: EngineOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Run every stage in order: ingest, index, synth, train, eval (eval when questions are set)."""
+    """Run every stage in order: ingest, index, synth, select, train, eval (eval when questions are set)."""
     from hangjia import pipeline
 
     ws, cfg = _setup(workspace, config, docs, engine)
@@ -402,6 +463,7 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # per-file "Loading weights" bars; ours show the work
     try:
         app()
     except HangjiaError as exc:

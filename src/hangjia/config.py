@@ -53,15 +53,96 @@ class IngestConfig(_Section):
     """Tokens repeated between consecutive chunks of one long paragraph."""
 
 
+class TeacherConfig(_Section):
+    kind: Literal["embedded", "local", "endpoint"] = "embedded"
+    """Who writes instruction data: the embedded model, a local Hugging Face model dir, or an OpenAI-compatible API."""
+    model: str | None = None
+    """kind=local: the model folder; kind=endpoint: the model name the endpoint serves."""
+    base_url: str | None = None
+    """kind=endpoint: the API base URL, e.g. http://127.0.0.1:8000/v1."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the endpoint's API key (the key itself never goes in a config file)."""
+    concurrency: int = Field(4, ge=1, le=256)
+    """Parallel requests to an endpoint."""
+    max_retries: int = Field(3, ge=0, le=20)
+    """Retries with exponential backoff on 429, 5xx and connection errors."""
+    timeout_s: float = Field(60, gt=0)
+    """Seconds before one request is abandoned."""
+    temperature: float = Field(0.7, ge=0, le=2)
+    """Sampling temperature of the teacher."""
+    max_tokens: int = Field(256, ge=16, le=8192)
+    """Longest reply per request."""
+    budget_tokens: int | None = Field(None, ge=1)
+    """Stop sending requests once this many prompt + completion tokens are spent (cached replies are free)."""
+    price_per_1k_tokens: float = Field(0.0, ge=0)
+    """For the dry-run cost estimate (`hangjia synth --dry-run`)."""
+
+
+Generator = Literal["extractive", "kg", "self_qa", "self_instruct"]
+
+
 class SynthConfig(_Section):
+    generators: list[Generator] = ["extractive", "kg"]
+    """Generators to run: extractive and kg need no LLM; self_qa and self_instruct ask the teacher."""
     max_pairs_per_chunk: int = Field(12, ge=1, le=200)
     """Cap on question/answer pairs the extractive generator takes from one chunk."""
+    questions_per_chunk: int = Field(3, ge=1, le=50)
+    """Self-QA: questions the teacher writes per chunk."""
+    seed_tasks: Path | None = None
+    """Self-Instruct: JSONL of seed tasks (instruction, input, output)."""
+    self_instruct_target: int = Field(50, ge=1)
+    """Self-Instruct: new instructions to aim for."""
+    triples: list[Path] = []
+    """Knowledge-graph files (CSV/JSON/JSONL with subject, relation, object); record documents give triples too."""
+    multi_hop: bool = True
+    """Knowledge-graph: also ask two-hop questions over joined triples."""
+    imports: list[Path] = []
+    """Existing instruction data (alpaca or sharegpt; JSONL, JSON or Parquet) added to the generated pairs."""
     decontaminate: bool = True
     """Drop pairs that share an n-word window with an evaluation question (eval.questions), so scores stay honest."""
     decontaminate_ngram: int = Field(13, ge=4, le=50)
     """Window length, in words (characters for CJK), for decontamination."""
-    val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
-    """Share of pairs held out for validation loss (split by hash of the question, so it is stable)."""
+
+
+class SelectConfig(_Section):
+    dedup: bool = True
+    """Drop exact and near-duplicate pairs (MinHash on question + answer)."""
+    near_dup_threshold: float = Field(0.8, gt=0, le=1)
+    """Jaccard similarity above which two pairs are near duplicates."""
+    semantic_dup_threshold: float | None = Field(0.97, gt=0, le=1)
+    """Cosine similarity of pair embeddings above which they are duplicates; null turns semantic dedup off."""
+    quality: Literal["ifd", "nuggets", "none"] = "ifd"
+    """Quality score: IFD (answer loss with ÷ without the question, base model) or Nuggets one-shot gain."""
+    max_ifd: float = Field(1.0, gt=0)
+    """Drop pairs whose IFD is at least this (the question does not help predict the answer)."""
+    nuggets_anchors: int = Field(8, ge=1, le=256)
+    """Nuggets: anchor pairs each candidate is tried on as a one-shot demonstration."""
+    quality_fraction: float = Field(1.0, gt=0, le=1)
+    """Keep this best-scoring share of pairs before the diversity step."""
+    diversity: Literal["kcenter", "random", "none"] = "kcenter"
+    """How to reach the budget: K-center-greedy on embeddings, a random subset (the baseline), or first-n."""
+    budget: int | None = Field(None, ge=1)
+    """Pairs to keep (null: all that pass)."""
+    paraphrases: int = Field(2, ge=0, le=10)
+    """Rewordings added per selected question (colloquial, terse, typo'd), so the fact is learnt, not the wording."""
+    raft: bool = True
+    """Add a retrieval-aware example per selected pair: passages (gold or not) → a cited answer or an abstention."""
+    raft_distractors: int = Field(2, ge=0, le=10)
+    """Retrieved passages besides the gold one in a retrieval-aware example."""
+    raft_p_gold: float = Field(0.8, ge=0, le=1)
+    """Share of retrieval-aware examples whose passages include the gold one (the rest teach abstaining)."""
+    general_ratio: float = Field(0.1, ge=0, lt=1)
+    """Forgetting guard: share of the training split made of general prompts answered by the base model itself."""
+    general_prompts: Path | None = None
+    """JSONL of general prompts ({"prompt": ...}) for the forgetting guard; null uses the shipped set."""
+    splits: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    """Train, validation and test shares."""
+    split_by: Literal["chunk", "source"] = "chunk"
+    """Keep every pair of one chunk (or one source document) in one split, so no fact leaks across splits."""
+    export_format: Literal["alpaca", "sharegpt"] = "alpaca"
+    """Format of the exported splits (with a LLaMA-Factory dataset_info.json)."""
+    seed: int = 0
+    """Seed for anchors, random subsets, paraphrase and retrieval-aware sampling."""
 
 
 class TrainConfig(_Section):
@@ -113,6 +194,30 @@ class RagConfig(_Section):
     """Chunks retrieved and put in front of the question when RAG is on."""
 
 
+class GateConfig(_Section):
+    candidate: str = "domain"
+    """The model that must pass the gate (domain: the tuned adapter)."""
+    reference: str = "base"
+    """The model it is compared with."""
+    min_domain_gain: float | None = Field(None, ge=-100, le=100)
+    """Points of domain QA accuracy the candidate must gain over the reference with RAG off (negative: may lose)."""
+    min_domain_gain_rag: float | None = Field(None, ge=-100, le=100)
+    """The same with RAG on."""
+    min_accuracy: float | None = Field(None, ge=0, le=100)
+    """Lowest domain QA accuracy (%) of the candidate, in every RAG setting evaluated."""
+    min_refusal_accuracy: float | None = Field(None, ge=0, le=100)
+    """Lowest share (%) of unanswerable questions where the candidate abstains, in every RAG setting evaluated."""
+    min_mcq_gain: float | None = Field(None, ge=-100, le=100)
+    """Points of domain multiple-choice accuracy the candidate must gain over the reference."""
+    max_retention_drop: float | None = Field(None, ge=-100, le=100)
+    """Points of general-knowledge multiple-choice accuracy (eval.general, pooled) the candidate may lose."""
+
+    def rules(self):
+        from hangjia.eval.gate import GateRules
+
+        return GateRules(**self.model_dump(exclude={"candidate", "reference"}))
+
+
 class ServeConfig(_Section):
     host: str = "127.0.0.1"
     """Address to bind; loopback by default."""
@@ -126,10 +231,13 @@ class ProjectConfig(_Section):
     docs: Path | None = None
     """Folder of source documents (relative paths resolve against the config file's folder)."""
     ingest: IngestConfig = IngestConfig()
+    teacher: TeacherConfig = TeacherConfig()
     synth: SynthConfig = SynthConfig()
+    select: SelectConfig = SelectConfig()
     train: TrainConfig = TrainConfig()
     rag: RagConfig = RagConfig()
     eval: EvalConfig = EvalConfig()
+    gate: GateConfig = GateConfig()
     serve: ServeConfig = ServeConfig()
 
 
@@ -161,6 +269,12 @@ def _resolve_paths(cfg: ProjectConfig, base: Path) -> ProjectConfig:
         cfg.eval.questions = (base / cfg.eval.questions).resolve()
     if cfg.eval.mcq is not None and not cfg.eval.mcq.is_absolute():
         cfg.eval.mcq = (base / cfg.eval.mcq).resolve()
+    if cfg.synth.seed_tasks is not None and not cfg.synth.seed_tasks.is_absolute():
+        cfg.synth.seed_tasks = (base / cfg.synth.seed_tasks).resolve()
+    cfg.synth.triples = [p if p.is_absolute() else (base / p).resolve() for p in cfg.synth.triples]
+    cfg.synth.imports = [p if p.is_absolute() else (base / p).resolve() for p in cfg.synth.imports]
+    if cfg.select.general_prompts is not None and not cfg.select.general_prompts.is_absolute():
+        cfg.select.general_prompts = (base / cfg.select.general_prompts).resolve()
     cfg.eval.general = [p if p.is_absolute() else (base / p).resolve() for p in cfg.eval.general]
     if cfg.train.base_model != EMBEDDED_BASE and (base / cfg.train.base_model).exists():
         cfg.train.base_model = str((base / cfg.train.base_model).resolve())

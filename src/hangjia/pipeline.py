@@ -4,9 +4,12 @@
                            │
                            └──index──► BM25 over chunks (RAG)
                            │
-                           └──synth──► question/answer pairs (extractive, grounded, decontaminated) ─► train / val
-                                             │
-                                             └──train──► LoRA adapter on the base model
+                           └──synth──► question/answer pairs (extractive, knowledge-graph, Self-QA, Self-Instruct;
+                                             │            grounded, decontaminated) + report.html
+                                             └──select──► dedup, IFD / one-shot quality, K-center to a budget,
+                                                   │       + paraphrases, retrieval-aware (RAFT) and general
+                                                   │       self-distilled examples ─► train / val / test + export
+                                                   └──train──► LoRA adapter on the base model
                                                               │
                                                               └──eval──► base vs tuned × RAG off/on
 
@@ -16,8 +19,8 @@ into a staging folder that replaces the old output only once complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import random
 import tempfile
 from collections import Counter
 from collections.abc import Iterable
@@ -200,41 +203,110 @@ def index(ws: Workspace, console: Console, force: bool = False) -> dict[str, Any
     return _done("index", ws)
 
 
-def synth(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
-    """Extractive question/answer pairs from the chunks, each grounded in its passage; stable train/val split."""
+def synth(
+    ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False, dry_run: bool = False
+) -> dict[str, Any]:
+    """Question/answer pairs from the configured generators, each grounded in its passage, decontaminated."""
     from hangjia.data.chunk import Chunk
     from hangjia.data.documents import Document
-    from hangjia.data.synth import extract_pairs
+    from hangjia.data.generate import needs_teacher, run_generators
+    from hangjia.data.report import write_report
 
     upstream = ws.require("ingest", "`hangjia ingest`")
-    inputs = {"ingest": upstream["fingerprint"]}
-    if cfg.synth.decontaminate and cfg.eval.questions is not None and Path(cfg.eval.questions).is_file():
-        inputs["eval_questions"] = sha256_file(Path(cfg.eval.questions))
-    config = cfg.synth.model_dump()
+    inputs = {"ingest": upstream["fingerprint"], **_file_inputs(cfg)}
+    config = {**cfg.synth.model_dump(mode="json"), "rag_top_k": cfg.rag.top_k}
+    if needs_teacher(cfg):
+        config["teacher"] = cfg.teacher.model_dump()
+    if dry_run:
+        return _dry_run(ws, cfg, console)
     if not force and ws.is_current("synth", inputs, config):
         return _skipped("synth", ws)
-    with ws.stage("synth", inputs, config) as run:
-        documents = [Document.from_dict(r) for r in _ingested(ws, "documents")]
-        chunks = [Chunk.from_dict(r) for r in _ingested(ws, "chunks")]
-        with console.status(f"synthesizing from {len(chunks)} chunks"):
-            pairs = extract_pairs(documents, chunks, max_per_chunk=cfg.synth.max_pairs_per_chunk)
+    documents = [Document.from_dict(r) for r in _ingested(ws, "documents")]
+    chunks = [Chunk.from_dict(r) for r in _ingested(ws, "chunks")]
+    teacher = _teacher(ws, cfg, console) if needs_teacher(cfg) else None
+    with ws.stage("synth", inputs, config) as run, console.status("synthesizing") as status:
+        pairs, drops = run_generators(
+            cfg,
+            documents,
+            chunks,
+            teacher=teacher,
+            search=_searcher(ws),
+            status=lambda name: status.update(f"synthesizing: {name} ({len(chunks)} chunks)"),
+        )
         if not pairs:
-            raise HangjiaError("The extractive generator found no question/answer pairs in these documents.")
+            raise HangjiaError(f"The generators ({', '.join(cfg.synth.generators)}) found no pairs in these documents.")
         pairs, contaminated = _decontaminate(pairs, cfg)
+        if contaminated:
+            drops["decontamination"] = Counter({"overlaps an evaluation question": contaminated})
         rows = [p.to_dict() for p in pairs]
-        val = [r for r in rows if _bucket(r["question"]) < cfg.synth.val_fraction]
-        train = [r for r in rows if _bucket(r["question"]) >= cfg.synth.val_fraction]
         pairs_v = datasets(ws).save(
             "pairs", _table(rows), parents=[upstream["counts"]["chunks_dataset"]], stage="synth", config=config
         )
         write_jsonl(run.dir / "pairs.jsonl", rows)
-        write_jsonl(run.dir / "train.jsonl", train)
-        write_jsonl(run.dir / "val.jsonl", val)
-        kinds = dict(Counter(r["kind"] for r in rows))
-        (run.dir / "report.json").write_text(json.dumps({"pairs": len(rows), "by_kind": kinds}, indent=2))
-        run.counts.update(pairs=len(rows), train=len(train), val=len(val), by_kind=kinds, dataset=pairs_v.ref)
-        run.counts.update(decontaminated=contaminated)
-    return _done("synth", ws)
+        counts = {"pairs": len(rows), "decontaminated": contaminated}
+        if teacher is not None:
+            counts.update({f"teacher_{k}": v for k, v in teacher.stats.to_dict().items()})
+        summary = write_report(run.dir, "hangjia synth", pairs, drops=drops, counts=counts)
+        run.counts.update(counts, by_generator=summary["generators"], dataset=pairs_v.ref)
+    return {**_done("synth", ws), "summary": summary}
+
+
+def _file_inputs(cfg: ProjectConfig) -> dict[str, str]:
+    """Hashes of the files synth reads besides the ingested data, so editing one re-runs it."""
+    files = {"eval_questions": cfg.eval.questions if cfg.synth.decontaminate else None}
+    files["seed_tasks"] = cfg.synth.seed_tasks if "self_instruct" in cfg.synth.generators else None
+    files.update({f"triples:{p.name}": p for p in cfg.synth.triples})
+    files.update({f"import:{p.name}": p for p in cfg.synth.imports})
+    return {k: sha256_file(Path(p)) for k, p in files.items() if p is not None and Path(p).is_file()}
+
+
+def _teacher(ws: Workspace, cfg: ProjectConfig, console: Console):
+    """The configured teacher behind the workspace's response cache (a rerun costs nothing)."""
+    from hangjia.data.teacher import make_teacher
+    from hangjia.models import resolve_base
+
+    t = cfg.teacher
+    model = t.model
+    if t.kind == "embedded":
+        with console.status("preparing the embedded teacher"):
+            model = str(resolve_base("embedded"))
+    return make_teacher(
+        kind=t.kind,
+        model=model,
+        base_url=t.base_url,
+        api_key_env=t.api_key_env,
+        concurrency=t.concurrency,
+        max_retries=t.max_retries,
+        timeout_s=t.timeout_s,
+        cache_path=ws.root / "cache" / "teacher.sqlite",
+        budget_tokens=t.budget_tokens,
+        price_per_1k_tokens=t.price_per_1k_tokens,
+    )
+
+
+def _dry_run(ws: Workspace, cfg: ProjectConfig, console: Console) -> dict[str, Any]:
+    """What the teacher generators would cost, without sending a request."""
+    from hangjia.data.chunk import Chunk
+    from hangjia.data.selfqa import questions_prompt
+
+    if "self_qa" not in cfg.synth.generators:
+        raise HangjiaError("--dry-run estimates the teacher's cost; no teacher generator (self_qa) is configured.")
+    chunks = [Chunk.from_dict(r) for r in _ingested(ws, "chunks")]
+    teacher = _teacher(ws, cfg, console)
+    # Step 1 of Self-QA (questions per chunk); step 2 (one answer per question) is estimated from it.
+    requests = [questions_prompt(c, cfg.synth.questions_per_chunk) for c in chunks]
+    estimate = teacher.estimate(requests, cfg.teacher.max_tokens).to_dict()
+    return {"stage": "synth", "skipped": True, "counts": {"dry_run": estimate}, "dir": str(ws.stage_dir("synth"))}
+
+
+def _searcher(ws: Workspace):
+    """BM25 search over the indexed chunks, when the index stage has run (retrieval-aware generators need it)."""
+    from hangjia.rag.index import BM25Index
+
+    if ws.manifest("index") is None:
+        return None
+    index = BM25Index.load(ws.stage_dir("index"))
+    return lambda query, k: [chunk for chunk, _ in index.search(query, k)]
 
 
 def _decontaminate(pairs: list, cfg: ProjectConfig) -> tuple[list, int]:
@@ -250,9 +322,101 @@ def _decontaminate(pairs: list, cfg: ProjectConfig) -> tuple[list, int]:
     return [p for i, p in enumerate(pairs) if i not in bad], len(bad)
 
 
-def _bucket(text: str) -> float:
-    """A stable pseudo-random number in [0, 1) from the text (so splits never change between runs)."""
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 16**8
+def select(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
+    """Dedup, score, diversify and budget the pairs; add paraphrases, retrieval-aware and general examples; split."""
+    from hangjia.data.curate import curate
+    from hangjia.data.formats import export_pairs
+    from hangjia.data.report import write_report
+    from hangjia.data.synth import QAPair
+
+    upstream = ws.require("synth", "`hangjia synth`")
+    index = ws.manifest("index") or {}
+    inputs = {"synth": upstream["fingerprint"], "index": index.get("fingerprint", "")}
+    if cfg.select.general_prompts is not None:
+        inputs["general_prompts"] = sha256_file(Path(cfg.select.general_prompts))
+    config = {**cfg.select.model_dump(mode="json"), "base_model": cfg.train.base_model, "rag_top_k": cfg.rag.top_k}
+    if not force and ws.is_current("select", inputs, config):
+        return _skipped("select", ws)
+    pairs = [QAPair.from_dict(r) for r in read_jsonl(ws.stage_dir("synth") / "pairs.jsonl")]
+    with ws.stage("select", inputs, config) as run, console.status("selecting") as status:
+        parts = _selection_parts(ws, cfg, pairs, status)
+        out = curate(pairs, cfg.select, **parts)
+        for name, split in (("train", out.train), ("val", out.val), ("test", out.test)):
+            write_jsonl(run.dir / f"{name}.jsonl", [p.to_dict() for p in split])
+            export_pairs(split, run.dir / "export", f"hangjia_{name}", fmt=cfg.select.export_format)
+        scored = [{"question": q, "score": round(v, 4)} for q, v in sorted(out.scores.items(), key=lambda kv: -kv[1])]
+        write_jsonl(run.dir / "scores.jsonl", scored)
+        summary = write_report(
+            run.dir, "hangjia select", out.train + out.val + out.test, drops=out.drops, counts=out.counts
+        )
+        run.counts.update(out.counts, by_generator=summary["generators"])
+    return {**_done("select", ws), "summary": summary}
+
+
+def _selection_parts(ws: Workspace, cfg: ProjectConfig, pairs: list, status) -> dict[str, Any]:
+    """The model-dependent pieces of selection: embedder, quality scorer, derived examples, general pairs."""
+    from hangjia.data.chunk import Chunk
+    from hangjia.models import load_causal_lm, load_tokenizer, resolve_base
+
+    c = cfg.select
+    embedder = _embedder() if (c.dedup and c.semantic_dup_threshold is not None) or c.diversity == "kcenter" else None
+    base_dir = resolve_base(cfg.train.base_model)
+    model = tokenizer = None
+    if c.quality != "none":
+        status.update("loading the base model")
+        model, tokenizer = load_causal_lm(base_dir), load_tokenizer(base_dir)
+
+    def score(candidates: list) -> list[float]:
+        from hangjia.data.select import ifd_scores, one_shot_gains
+
+        rows = [(p.user_turn(), p.answer) for p in candidates]
+        if c.quality == "ifd":
+            status.update(f"scoring {len(rows)} pairs by IFD")
+            return ifd_scores(model, tokenizer, rows, batch_size=32)
+        anchors = random.Random(c.seed).sample(rows, min(c.nuggets_anchors, len(rows)))
+        status.update(f"scoring {len(rows)} pairs by one-shot gain on {len(anchors)} anchors")
+        return one_shot_gains(model, tokenizer, rows, anchors, batch_size=32)
+
+    search = _searcher(ws)
+    chunks = {r["id"]: Chunk.from_dict(r) for r in _ingested(ws, "chunks")} if c.raft else {}
+
+    def derive(selected: list) -> tuple[list, dict[str, Counter]]:
+        from hangjia.data.paraphrase import paraphrase_pairs
+        from hangjia.data.raft import raft_examples
+
+        made, drops = [], {}
+        if c.paraphrases:
+            status.update(f"paraphrasing {len(selected)} questions")
+            extra, drops["paraphrase"] = paraphrase_pairs(selected, per_question=c.paraphrases, seed=c.seed)
+            made += extra
+        if c.raft:
+            if search is None:
+                raise HangjiaError(
+                    "Retrieval-aware examples need the index; run `hangjia index` (or set select.raft: false)."
+                )
+            status.update(f"retrieval-aware examples for {len(selected)} pairs")
+            grounded = [p for p in selected if p.chunk_id in chunks]
+            extra, drops["raft"] = raft_examples(
+                grounded, chunks, search, distractors=c.raft_distractors, p_gold=c.raft_p_gold, seed=c.seed
+            )
+            made += extra
+        return made, drops
+
+    general = []
+    if c.general_ratio > 0:
+        from hangjia.data.general import load_general_prompts, self_distilled
+        from hangjia.data.teacher import CachedTeacher, LocalTeacher
+
+        prompts = load_general_prompts(c.general_prompts)
+        status.update(f"the base model answers {len(prompts)} general prompts (forgetting guard)")
+        base = CachedTeacher(LocalTeacher(base_dir, batch_size=16), ws.root / "cache" / "teacher.sqlite")
+        general = self_distilled(prompts, base)
+    return {
+        "embed": embedder,
+        "score": score if c.quality != "none" else None,
+        "derive": derive if c.paraphrases or c.raft else None,
+        "general": general,
+    }
 
 
 def train(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
@@ -260,16 +424,16 @@ def train(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fal
     from hangjia.models import resolve_base
     from hangjia.train.sft import LoraSFTArgs, train_lora_sft
 
-    upstream = ws.require("synth", "`hangjia synth`")
-    inputs = {"synth": upstream["fingerprint"]}
+    upstream = ws.require("select", "`hangjia select`")
+    inputs = {"select": upstream["fingerprint"]}
     config = cfg.train.model_dump()
     if not force and ws.is_current("train", inputs, config):
         return _skipped("train", ws)
     with console.status("preparing the base model"):
         base_dir = resolve_base(cfg.train.base_model)
-    src = ws.stage_dir("synth")
-    train_pairs = [(r["question"], r["answer"]) for r in read_jsonl(src / "train.jsonl")]
-    val_pairs = [(r["question"], r["answer"]) for r in read_jsonl(src / "val.jsonl")]
+    src = ws.stage_dir("select")
+    train_pairs = [(r.get("prompt") or r["question"], r["answer"]) for r in read_jsonl(src / "train.jsonl")]
+    val_pairs = [(r.get("prompt") or r["question"], r["answer"]) for r in read_jsonl(src / "val.jsonl")]
     args = LoraSFTArgs(**{k: v for k, v in config.items() if k != "base_model"})
     with ws.stage("train", inputs, config) as run, _progress(console) as progress:
         task = progress.add_task("train", total=None, status="")
@@ -288,6 +452,8 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
     """Base vs tuned, RAG off vs on, on cfg.eval.questions."""
     from hangjia.engine import Engine
     from hangjia.eval.qa import conditions, evaluate, load_questions
+    from hangjia.eval.report import write_eval_report
+    from hangjia.eval.retrieval import recall_at_k
 
     if cfg.eval.questions is None:
         raise HangjiaError("No questions to evaluate; pass --questions FILE or set eval.questions in hangjia.yaml.")
@@ -317,8 +483,13 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
             on_batch=lambda n: progress.update(task, advance=n),
         )
         results["choices"] = _multiple_choice(engine, cfg, lambda text: progress.update(task, status=text))
-        write_jsonl(run.dir / "answers.jsonl", results.pop("answers"))
+        if engine.index is not None:
+            answerable = [q for q in questions if q.type != "unanswerable"]
+            results["retrieval"] = recall_at_k(engine.index, answerable, ks=sorted({1, cfg.rag.top_k, 5}))
+        answers = results.pop("answers")
+        write_jsonl(run.dir / "answers.jsonl", answers)
         (run.dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+        write_eval_report(run.dir, results, answers, title="Hangjia evaluation")
         run.counts.update({f"{c['model']}{'+rag' if c['rag'] else ''}": c["accuracy"] for c in results["conditions"]})
     return _done("eval", ws)
 
@@ -353,6 +524,7 @@ def build(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fal
     """All stages in order; evaluation only when questions are configured."""
     results = [ingest(ws, cfg, console, force), index(ws, console, force)]
     results.append(synth(ws, cfg, console, force))
+    results.append(select(ws, cfg, console, force))
     results.append(train(ws, cfg, console, force))
     if cfg.eval.questions is not None:
         results.append(evaluate(ws, cfg, console, force))

@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from hangjia.data.select import grouped_split, ifd_scores, k_center_greedy
+from hangjia.data.select import grouped_split, ifd_scores, k_center_greedy, one_shot_gains
 from hangjia.prompts import question_messages
 
 # k-center -----------------------------------------------------------------------------------------
@@ -134,6 +134,44 @@ def test_ifd_does_not_depend_on_batching(tiny):
     assert model.training  # the caller's mode is restored
     assert ifd_scores(model, tokenizer, PAIRS, batch_size=8) == pytest.approx(one, abs=1e-5)
     assert ifd_scores(model, tokenizer, []) == []
+
+
+# Nuggets one-shot gain ----------------------------------------------------------------------------
+
+
+def direct_answer_loss(model, tokenizer, messages: list[dict[str, str]], answer: str) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    context = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([context + tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0]
+    positions = torch.arange(len(context) - 1, ids.shape[1] - 1)
+    return F.cross_entropy(logits[positions], ids[0, positions + 1]).item()
+
+
+def test_one_shot_gain_matches_direct_computation(tiny):
+    model, tokenizer = tiny
+    model.eval()
+    candidates, anchors = PAIRS[:5], PAIRS[3:8]  # two candidates are anchors too: skipped on themselves
+    gains = one_shot_gains(model, tokenizer, candidates, anchors, batch_size=3)
+    expected = []
+    for cq, ca in candidates:
+        wins = tries = 0
+        for aq, aa in anchors:
+            if (cq, ca) == (aq, aa):
+                continue
+            zero = direct_answer_loss(model, tokenizer, question_messages(aq), aa)
+            shot = question_messages(aq)
+            shot[1:1] = [{"role": "user", "content": cq}, {"role": "assistant", "content": ca}]
+            one = direct_answer_loss(model, tokenizer, shot, aa)
+            tries, wins = tries + 1, wins + (one < zero)
+        expected.append(wins / tries)
+    assert gains == pytest.approx(expected)
+    assert len(set(gains)) > 1  # the scores discriminate on this random model, so the comparison means something
+    assert one_shot_gains(model, tokenizer, [], anchors) == []
 
 
 # grouped split ------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
   2018) over pair embeddings, so a budget covers the whole space instead of its densest corner.
 - `ifd_scores`: Instruction-Following Difficulty (Li et al., "From Quantity to Quality", 2023), how much the
   question helps the model predict the answer.
+- `one_shot_gains`: the Nuggets golden score (Li et al., "One-Shot Learning as Instruction Data Prospector",
+  2023): on how many anchor tasks a pair, used as a one-shot demonstration, lowers the answer loss.
 - `grouped_split`: a train/val/test split that keeps every pair of one source document in one split, so
   validation never sees facts from a document it was trained on.
 """
@@ -88,19 +90,53 @@ def ifd_scores(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int =
     return [a / b for a, b in zip(with_q, without_q, strict=True)]
 
 
+def one_shot_gains(
+    model, tokenizer, candidates: list[tuple[str, str]], anchors: list[tuple[str, str]], batch_size: int = 8
+) -> list[float]:
+    """Nuggets golden score of each candidate (question, answer): the share of anchors whose answer loss falls when
+    the candidate is shown first as a one-shot demonstration (a user turn and an assistant turn before the anchor's
+    question), against the zero-shot loss. 1.0: the pair helps the model on every anchor; 0.0: on none.
+    An anchor that is the candidate itself is skipped (its own answer would be copied, not learnt from).
+    Costs len(candidates) × len(anchors) forward passes of a prompt one demonstration long.
+    """
+    if not candidates or not anchors:
+        return [0.0] * len(candidates)
+
+    def row(demo: tuple[str, str] | None, anchor: tuple[str, str]) -> tuple[list[int], list[int]]:
+        messages = question_messages(anchor[0])
+        if demo is not None:
+            shot = [{"role": "user", "content": demo[0]}, {"role": "assistant", "content": demo[1]}]
+            messages = [messages[0], *shot, messages[1]]
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        target = tokenizer(anchor[1], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        return tokenizer(text, add_special_tokens=False)["input_ids"], target
+
+    zero = _answer_losses(model, tokenizer, [row(None, a) for a in anchors], batch_size)
+    jobs = [(c, a) for c in range(len(candidates)) for a in range(len(anchors)) if candidates[c] != anchors[a]]
+    losses = _answer_losses(model, tokenizer, [row(candidates[c], anchors[a]) for c, a in jobs], batch_size)
+    wins, tries = [0] * len(candidates), [0] * len(candidates)
+    for (c, a), loss in zip(jobs, losses, strict=True):
+        tries[c] += 1
+        wins[c] += loss < zero[a]
+    return [w / t if t else 0.0 for w, t in zip(wins, tries, strict=True)]
+
+
 def _answer_losses(model, tokenizer, rows: list[tuple[list[int], list[int]]], batch_size: int) -> list[float]:
     """Mean cross-entropy over the target ids of each (context ids, target ids) row."""
     import torch
+    import torch.nn.functional as F
 
     was_training = model.training
     model.eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
-    losses: list[float] = []
+    losses: list[float] = [0.0] * len(rows)
+    # Similar lengths batched together waste little on padding; results go back to input order.
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
     try:
         with torch.inference_mode():
-            for s in range(0, len(rows), batch_size):
-                batch = rows[s : s + batch_size]
+            for s in range(0, len(order), batch_size):
+                batch = [rows[i] for i in order[s : s + batch_size]]
                 width = max(len(c) + len(t) for c, t in batch)
                 ids = torch.full((len(batch), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -110,13 +146,14 @@ def _answer_losses(model, tokenizer, rows: list[tuple[list[int], list[int]]], ba
                     ids[r, : len(seq)] = torch.tensor(seq)
                     mask[r, : len(seq)] = 1
                     scored[r, len(context) : len(seq)] = True
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()
-                # Logits at position p predict the token at p + 1.
-                logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-                token_lp = logprobs.gather(-1, ids[:, 1:, None]).squeeze(-1)
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+                # Logits at position p predict the token at p + 1; only the target positions are normalised.
                 scored = scored[:, 1:]
-                nll = -(token_lp * scored).sum(dim=1) / scored.sum(dim=1)
-                losses.extend(nll.tolist())
+                targets = ids[:, 1:][scored].to(device)
+                nll = F.cross_entropy(logits[:, :-1][scored.to(device)].float(), targets, reduction="none").cpu()
+                per_row = torch.split(nll, scored.sum(dim=1).tolist())
+                for i, row_nll in zip(order[s : s + batch_size], per_row, strict=True):
+                    losses[i] = row_nll.mean().item()
     finally:
         model.train(was_training)
     return losses

@@ -1,4 +1,9 @@
-"""Domain QA evaluation: every model × RAG off/on over a questions.jsonl, scored per question type."""
+"""Domain QA evaluation: every model × RAG off/on over a questions.jsonl, scored per question type.
+
+Each answer is scored by exact/alias match (`accuracy`) and by the graded overlaps token F1 and ROUGE-L. As in
+SQuAD 2.0, an unanswerable question scores F1 and ROUGE-L 1 when the model abstains and 0 otherwise, so the means
+cover every question; `refusal_accuracy` and `answerable_accuracy` split accuracy by whether an answer exists.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from typing import Any
 
 from hangjia.engine import Engine, GenerationParams
 from hangjia.errors import HangjiaError
-from hangjia.eval.scoring import abstains, is_correct
+from hangjia.eval.scoring import abstains, is_correct, rouge_l, token_f1
 
 
 @dataclass
@@ -82,6 +87,7 @@ def evaluate(
         rows = []
         for i, q in enumerate(questions):
             pred = predictions[i]
+            correct = is_correct(pred, q.answer, q.aliases, q.type)
             rows.append(
                 {
                     "id": q.id,
@@ -91,8 +97,9 @@ def evaluate(
                     "question": q.question,
                     "answer": q.answer,
                     "prediction": pred,
-                    "correct": is_correct(pred, q.answer, q.aliases, q.type),
+                    "correct": correct,
                     "abstained": abstains(pred),
+                    **overlap_scores(pred, q, correct),
                     "sources": [c["source"] for c in prepared[i][1]],
                 }
             )
@@ -101,22 +108,50 @@ def evaluate(
     return {"conditions": summaries, "answers": answers, "questions": [asdict(q) for q in questions]}
 
 
+def overlap_scores(prediction: str, q: Question, correct: bool) -> dict[str, float]:
+    """Token F1 and ROUGE-L against the answer and its aliases; for an unanswerable question, 1 if the model
+    abstained (`correct`) and 0 if not, since its reference ("unanswerable") is a label, not a text to overlap."""
+    if q.type == "unanswerable":
+        return {"f1": float(correct), "rouge_l": float(correct)}
+    return {
+        "f1": round(token_f1(prediction, q.answer, q.aliases), 4),
+        "rouge_l": round(rouge_l(prediction, q.answer, q.aliases), 4),
+    }
+
+
 def summarize(name: str, rag: bool, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    by_type: dict[str, list[bool]] = defaultdict(list)
+    """Accuracy, mean F1 / ROUGE-L, refusal vs answerable accuracy and false abstentions of one condition."""
+    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        by_type[row["type"]].append(row["correct"])
+        by_type[row["type"]].append(row)
     answerable = [r for r in rows if r["type"] != "unanswerable"]
+    unanswerable = [r for r in rows if r["type"] == "unanswerable"]
     return {
         "model": name,
         "rag": rag,
         "total": len(rows),
         "correct": sum(r["correct"] for r in rows),
         "accuracy": _share(r["correct"] for r in rows),
-        "by_type": {t: _share(v) for t, v in sorted(by_type.items())},
+        "by_type": {t: _share(r["correct"] for r in v) for t, v in sorted(by_type.items())},
         "false_abstentions": sum(r["abstained"] for r in answerable),
+        "f1": _mean(r["f1"] for r in rows if "f1" in r),
+        "rouge_l": _mean(r["rouge_l"] for r in rows if "rouge_l" in r),
+        "by_type_f1": {t: _mean(r["f1"] for r in v if "f1" in r) for t, v in sorted(by_type.items())},
+        "by_type_rouge_l": {t: _mean(r["rouge_l"] for r in v if "rouge_l" in r) for t, v in sorted(by_type.items())},
+        "answerable": len(answerable),
+        "answerable_accuracy": _mean(r["correct"] for r in answerable),
+        "unanswerable": len(unanswerable),
+        # Share of unanswerable questions where the model abstained; None when the set has none.
+        "refusal_accuracy": _mean(r["abstained"] for r in unanswerable),
     }
 
 
 def _share(values) -> float:
     values = list(values)
     return round(sum(values) / len(values), 4) if values else 0.0
+
+
+def _mean(values) -> float | None:
+    """Like `_share`, but None for no values: an absent metric must not read as a score of 0."""
+    values = list(values)
+    return round(sum(values) / len(values), 4) if values else None

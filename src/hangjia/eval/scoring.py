@@ -1,4 +1,5 @@
-"""Answer scoring for short-answer questions: normalised exact match, alias containment, abstention.
+"""Answer scoring for short-answer questions: normalised exact match, alias containment, abstention, and the
+graded overlaps token F1 (SQuAD) and ROUGE-L.
 
 The normalisation and the abstention markers follow the sample domain's scoring rules
 (examples/kestrel/README.md), so numbers here compare with any other tool that follows them.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
+from collections.abc import Sequence
 
 ABSTAIN_MARKERS = (
     "unanswerable",
@@ -49,3 +52,62 @@ def is_correct(prediction: str, answer: str, aliases: list[str], qtype: str) -> 
     if qtype == "unanswerable":
         return abstains(prediction)
     return matches(prediction, answer, aliases)
+
+
+# Ideographs, kana and Hangul are scored one character per token: Chinese and Japanese write no spaces, so a
+# whole answer would otherwise be one token and F1 would be all or nothing. CJK punctuation is not included.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f"
+# A CJK character, a decimal number ("38.50" stays whole, as in `normalize`), or a run of other letters/digits.
+_TOKEN = re.compile(rf"[{_CJK}]|\d+(?:\.\d+)+|(?:(?![{_CJK}])[^\W_])+")
+_ARTICLES = frozenset({"a", "an", "the"})
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-case word tokens after NFKC; each CJK character is a token; punctuation is dropped."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)  # 1,500 -> 1500
+    return _TOKEN.findall(text)
+
+
+def _f1(pred: list[str], ref: list[str]) -> float:
+    if not pred or not ref:
+        return float(pred == ref)
+    overlap = sum((Counter(pred) & Counter(ref)).values())
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / len(pred), overlap / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _lcs(a: list[str], b: list[str]) -> int:
+    """Length of the longest common subsequence, one row of the DP table at a time."""
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        row = [0]
+        for j, y in enumerate(b, start=1):
+            row.append(prev[j - 1] + 1 if x == y else max(prev[j], row[j - 1]))
+        prev = row
+    return prev[-1]
+
+
+def _rouge_l(pred: list[str], ref: list[str]) -> float:
+    if not pred or not ref:
+        return float(pred == ref)
+    lcs = _lcs(pred, ref)
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(pred), lcs / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def token_f1(prediction: str, reference: str, aliases: Sequence[str] = ()) -> float:
+    """SQuAD's token F1 (bag of tokens, articles dropped), the best over the reference and its aliases."""
+    pred = [t for t in tokens(prediction) if t not in _ARTICLES]
+    return max(_f1(pred, [t for t in tokens(ref) if t not in _ARTICLES]) for ref in [reference, *aliases])
+
+
+def rouge_l(prediction: str, reference: str, aliases: Sequence[str] = ()) -> float:
+    """ROUGE-L F-measure (longest common token subsequence, rouge-score's beta of 1), the best over the
+    reference and its aliases. Tokens as `tokens`, so CJK answers score where rouge-score's tokenizer sees nothing."""
+    pred = tokens(prediction)
+    return max(_rouge_l(pred, tokens(ref)) for ref in [reference, *aliases])

@@ -1,0 +1,354 @@
+"""Preference training: DPO on the policy, and a pairwise reward model, both LoRA through TRL.
+
+A preference is `(question, chosen, rejected)`. Both trainers see it in TRL's conversational
+prompt/chosen/rejected format with the project's system prompt (`prompts.question_messages`), so the
+tokens trained on are the tokens the server later sends.
+
+DPO usually starts from the SFT adapter ("SFT then DPO"). TRL 1.16 then copies that adapter into a
+frozen "ref" adapter and measures the policy against it, so the reference is the SFT model, not the
+bare base; with a fresh adapter the reference is the base model (adapter disabled).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from datasets import Dataset
+from peft import LoraConfig, PeftConfig, PeftModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    PreTrainedTokenizerBase,
+    PrinterCallback,
+    TrainerCallback,
+)
+from transformers.utils import logging as transformers_logging
+from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
+
+from hangjia.errors import HangjiaError
+from hangjia.models import load_tokenizer
+from hangjia.prompts import question_messages
+from hangjia.train.sft import _StepLog
+
+Preference = tuple[str, str, str]
+"""(question, chosen answer, rejected answer)."""
+
+StepCallback = Callable[[int, int, dict[str, float]], None]
+
+LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class DPOArgs:
+    beta: float = 0.1
+    """KL strength: higher keeps the policy closer to the reference (0.1 is the DPO paper's default)."""
+    learning_rate: float = 5e-5
+    """Peak learning rate; DPO wants ~10x less than SFT (the loss saturates fast and overshoots)."""
+    epochs: float = 1.0
+    """Passes over the preference pairs."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: run all epochs)."""
+    batch_size: int = 4
+    """Pairs per step; each pair is two sequences, so 4 pairs = 8 forward passes (plus 8 for the reference)."""
+    warmup_ratio: float = 0.1
+    """Share of steps spent warming the learning rate up, then cosine decay."""
+    max_length: int = 512
+    """Longest prompt + answer in tokens; longer ones are truncated at the end."""
+    lora_r: int = 16
+    """LoRA rank of a fresh adapter (ignored when starting from an SFT adapter, which brings its own)."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator of a fresh adapter."""
+    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR))
+    """Linear layers that get a fresh adapter (Llama-style names)."""
+    seed: int = 0
+    """Seed for data order and adapter initialisation."""
+
+
+@dataclass
+class RewardArgs:
+    learning_rate: float = 1e-4
+    """Peak learning rate for the LoRA weights and the fresh score head."""
+    epochs: float = 1.0
+    """Passes over the preference pairs."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: run all epochs)."""
+    batch_size: int = 4
+    """Pairs per step (two sequences each)."""
+    warmup_ratio: float = 0.1
+    """Share of steps spent warming the learning rate up, then cosine decay."""
+    max_length: int = 512
+    """Pairs with a longer chosen or rejected sequence are dropped (TRL filters, it does not truncate)."""
+    center_rewards: float | None = 0.01
+    """Pull the mean reward towards 0 (Eisenstein et al. 2023), so scores of different runs are comparable."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator."""
+    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR))
+    """Linear layers that get LoRA adapters; the score head is trained in full (modules_to_save)."""
+    seed: int = 0
+    """Seed for data order, adapter and score-head initialisation."""
+
+
+def to_preference(question: str, chosen: str, rejected: str) -> dict[str, list[dict[str, str]]]:
+    return {
+        "prompt": question_messages(question),
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+    }
+
+
+def _common_config(out_dir: Path, args: DPOArgs | RewardArgs) -> dict[str, Any]:
+    return dict(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=args.warmup_ratio,  # a float below 1 is a share of the total steps
+        max_length=args.max_length,
+        activation_checkpointing=False,  # TRL defaults to on; on CPU with a 135M model it only costs time
+        bf16=False,  # TRL defaults to on; CPU bf16 matmuls are slower than fp32 without AMX
+        logging_steps=1,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=args.seed,
+        data_seed=args.seed,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+    )
+
+
+def build_dpo_trainer(
+    base_dir: Path,
+    pairs: Sequence[Preference],
+    out_dir: Path,
+    args: DPOArgs,
+    adapter: Path | None = None,
+    val_pairs: Sequence[Preference] = (),
+    callbacks: list[TrainerCallback] | None = None,
+) -> DPOTrainer:
+    """A DPOTrainer on a fresh LoRA adapter, or on the SFT adapter in `adapter` (trainable, reference = its copy)."""
+    torch.manual_seed(args.seed)
+    datasets.disable_progress_bars()
+    tokenizer = load_tokenizer(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    peft_config = None
+    if adapter is not None:
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise HangjiaError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json): train SFT first.")
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    else:
+        peft_config = LoraConfig(
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=0.0,  # TRL turns every dropout off here (disable_dropout)
+            target_modules=args.target_modules,
+            task_type="CAUSAL_LM",
+        )
+    config = DPOConfig(**_common_config(out_dir, args), beta=args.beta)
+    trainer = DPOTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list([to_preference(*p) for p in pairs]),
+        eval_dataset=Dataset.from_list([to_preference(*p) for p in val_pairs]) if val_pairs else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def train_dpo(
+    base_dir: Path,
+    pairs: Sequence[Preference],
+    out_dir: Path,
+    args: DPOArgs,
+    adapter: Path | None = None,
+    on_step: StepCallback | None = None,
+    val_pairs: Sequence[Preference] = (),
+) -> dict[str, Any]:
+    """DPO into `out_dir/adapter` (from the SFT adapter when given); every step logged to `out_dir/trainer_log.jsonl`.
+
+    Returns metrics: TRL's reward accuracy and margin (implicit rewards β·log π/π_ref) on the first and last
+    logged step, and on `val_pairs` after training when given.
+    """
+    log_path = out_dir / "trainer_log.jsonl"
+    trainer = build_dpo_trainer(base_dir, pairs, out_dir, args, adapter, val_pairs, [_StepLog(log_path, on_step)])
+    result = trainer.train()
+    # Only the policy adapter; TRL's frozen "ref" copy of an SFT adapter is not part of the result.
+    trainer.model.save_pretrained(out_dir / "adapter", selected_adapters=["default"])
+    trainer.processing_class.save_pretrained(out_dir / "adapter")
+    log = _read_log(log_path)
+    metrics = {
+        "steps": result.global_step,
+        "pairs": len(pairs),
+        "val_pairs": len(val_pairs),
+        "beta": args.beta,
+        "from_adapter": str(adapter) if adapter is not None else None,
+        **_first_last(log, "loss", "loss"),
+        **_first_last(log, "rewards/accuracies", "reward_accuracy"),
+        **_first_last(log, "rewards/margins", "reward_margin"),
+        "train_runtime_s": round(result.metrics.get("train_runtime", math.nan), 1),
+    }
+    if val_pairs:
+        ev = trainer.evaluate()
+        metrics["val_reward_accuracy"] = ev.get("eval_rewards/accuracies", math.nan)
+        metrics["val_reward_margin"] = ev.get("eval_rewards/margins", math.nan)
+    return metrics
+
+
+def build_reward_trainer(
+    base_dir: Path,
+    pairs: Sequence[Preference],
+    out_dir: Path,
+    args: RewardArgs,
+    val_pairs: Sequence[Preference] = (),
+    callbacks: list[TrainerCallback] | None = None,
+) -> RewardTrainer:
+    """A RewardTrainer on the base model with a fresh scalar head (num_labels=1), LoRA on the body."""
+    datasets.disable_progress_bars()
+    tokenizer = load_tokenizer(base_dir)
+    peft_config = LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=0.0,  # TRL turns every dropout off here (disable_dropout)
+        target_modules=args.target_modules,
+        modules_to_save=["score"],  # the head is new: train it in full and save it with the adapter
+        task_type="SEQ_CLS",
+    )
+    config = RewardConfig(**_common_config(out_dir, args), center_rewards_coefficient=args.center_rewards)
+    trainer = RewardTrainer(
+        # From the path, TRL loads it with num_labels=1, seeded, and without the "score.weight missing" report.
+        model=str(base_dir),
+        args=config,
+        train_dataset=Dataset.from_list([to_preference(*p) for p in pairs]),
+        eval_dataset=Dataset.from_list([to_preference(*p) for p in val_pairs]) if val_pairs else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def train_reward_model(
+    base_dir: Path,
+    pairs: Sequence[Preference],
+    out_dir: Path,
+    args: RewardArgs,
+    on_step: StepCallback | None = None,
+    val_pairs: Sequence[Preference] = (),
+) -> dict[str, Any]:
+    """Pairwise (Bradley-Terry) reward model into `out_dir/reward_model`; score answers with `score()`.
+
+    The saved folder is a PEFT adapter (LoRA + score head) whose config names the base model's folder.
+    Returns metrics with TRL's batch accuracy and margin, and the held-out accuracy before/after when
+    `val_pairs` are given.
+    """
+    log_path = out_dir / "trainer_log.jsonl"
+    trainer = build_reward_trainer(base_dir, pairs, out_dir, args, val_pairs, [_StepLog(log_path, on_step)])
+    val_before = trainer.evaluate() if val_pairs else {}
+    result = trainer.train()
+    val_after = trainer.evaluate() if val_pairs else {}
+    trainer.model.save_pretrained(out_dir / "reward_model")
+    trainer.processing_class.save_pretrained(out_dir / "reward_model")
+    log = _read_log(log_path)
+    metrics = {
+        "steps": result.global_step,
+        "pairs": len(pairs),
+        "val_pairs": len(val_pairs),
+        **_first_last(log, "loss", "loss"),
+        **_first_last(log, "accuracy", "accuracy"),
+        **_first_last(log, "margin", "margin"),
+        "train_runtime_s": round(result.metrics.get("train_runtime", math.nan), 1),
+    }
+    if val_pairs:
+        metrics["val_accuracy_before"] = val_before.get("eval_accuracy", math.nan)
+        metrics["val_accuracy_after"] = val_after.get("eval_accuracy", math.nan)
+    return metrics
+
+
+def load_reward_model(model_dir: Path) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """A reward model saved by `train_reward_model` (adapter + head), or any sequence-classification folder."""
+    model_dir = Path(model_dir)
+    if (model_dir / "adapter_config.json").is_file():
+        base = Path(PeftConfig.from_pretrained(model_dir).base_model_name_or_path)
+        if not base.is_dir():
+            raise HangjiaError(
+                f"The reward model {model_dir} was trained on the base model {base}, which is no longer there: "
+                "put the base model back or train the reward model again."
+            )
+        with _quiet_load_report():  # the base has no score head; the adapter brings the trained one
+            model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
+        model = PeftModel.from_pretrained(model, model_dir)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32)
+    tokenizer = load_tokenizer(model_dir)
+    # The head reads the last non-pad token; training set this from the tokenizer, so must scoring.
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    return model, tokenizer
+
+
+def score(model_dir: Path, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 16) -> list[float]:
+    """The reward of each answer to its question, formatted exactly as in training."""
+    model, tokenizer = load_reward_model(model_dir)
+    return rewards(model, tokenizer, prompts, answers, batch_size)
+
+
+@torch.no_grad()
+def rewards(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    batch_size: int = 16,
+) -> list[float]:
+    """`score` with a model already loaded by `load_reward_model` (for repeated scoring)."""
+    if len(prompts) != len(answers):
+        raise HangjiaError(f"Got {len(prompts)} prompts but {len(answers)} answers: give one answer per prompt.")
+    out: list[float] = []
+    for start in range(0, len(prompts), batch_size):
+        ids = [
+            tokenizer.apply_chat_template(
+                question_messages(q) + [{"role": "assistant", "content": a}], tokenize=True, return_dict=True
+            )["input_ids"]
+            for q, a in zip(prompts[start : start + batch_size], answers[start : start + batch_size], strict=True)
+        ]
+        # Right padding: the head takes the logit at the last non-pad token of each row.
+        batch = tokenizer.pad({"input_ids": ids}, padding_side="right", return_tensors="pt")
+        out += model(**batch).logits.squeeze(-1).tolist()
+    return out
+
+
+@contextmanager
+def _quiet_load_report() -> Iterator[None]:
+    level = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(level)
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _first_last(log: list[dict[str, Any]], key: str, name: str) -> dict[str, float]:
+    values = [r[key] for r in log if key in r]
+    return {f"first_{name}": values[0] if values else math.nan, f"final_{name}": values[-1] if values else math.nan}
