@@ -115,3 +115,42 @@ def test_ingest_on_ray_makes_the_same_dataset_versions_as_in_process(cfg, tmp_pa
     assert not on_ray["skipped"]
     assert on_ray["counts"]["documents_dataset"] == local["documents_dataset"]
     assert on_ray["counts"]["chunks_dataset"] == local["chunks_dataset"]
+
+
+def test_train_resumes_after_kill_9(cfg, tmp_path):
+    """`hangjia train` killed with SIGKILL after a checkpoint; `--resume` finishes the run from it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    ws = Workspace(tmp_path / "ws")
+    console = Console(quiet=True)
+    cfg.select.quality, cfg.select.general_ratio, cfg.select.raft = "none", 0.0, False
+    for stage in (pipeline.ingest, pipeline.synth, pipeline.select):
+        stage(ws, cfg, console)
+    config = tmp_path / "resume.yaml"
+    settings = cfg.model_dump(mode="json", include={"docs", "ingest", "synth", "select", "train"})
+    settings["train"].update(max_steps=8, save_steps=2, batch_size=2)
+    config.write_text(yaml.safe_dump(settings))
+    command = [sys.executable, "-m", "hangjia", "train", "-w", str(ws.root), "--config", str(config)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = ws.root / ".staging" / "train" / "checkpoints"
+    deadline = time.time() + 240
+    while not (checkpoints / "checkpoint-4" / "trainer_state.json").is_file():
+        assert child.poll() is None and time.time() < deadline, "training ended or stalled before checkpoint 4"
+        time.sleep(0.2)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert ws.manifest("train") is None  # nothing committed by the killed run
+
+    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    metrics = ws.manifest("train")["counts"]
+    assert metrics["steps"] == 8 and metrics["resumed_from_step"] >= 4
+    logged = [json.loads(line)["step"] for line in (ws.stage_dir("train") / "trainer_log.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, 9))  # every step once: none lost, none repeated

@@ -51,3 +51,23 @@ def test_tree_hash_sees_content_and_names_not_hidden_files(tmp_path):
     assert sha256_tree(tmp_path) == first
     (tmp_path / "a.txt").write_text("y")
     assert sha256_tree(tmp_path) != first
+
+
+def test_a_resumable_stage_keeps_its_partial_output_for_the_same_inputs_only(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    with pytest.raises(RuntimeError), ws.stage("train", {"a": "1"}, {"lr": 1}, keep_partial=True) as run:
+        (run.dir / "checkpoint-4").mkdir()
+        raise RuntimeError("killed mid-run")
+    partial = ws.root / ".staging" / "train" / "checkpoint-4"
+    assert partial.is_dir() and ws.manifest("train") is None  # nothing committed, the checkpoint kept
+
+    with pytest.raises(RuntimeError), ws.stage("train", {"a": "1"}, {"lr": 1}, keep_partial=True, resume=True) as run:
+        assert (run.dir / "checkpoint-4").is_dir()  # same inputs and config: resumed from where it stopped
+        raise RuntimeError("again")
+    with ws.stage("train", {"a": "1"}, {"lr": 2}, keep_partial=True, resume=True) as run:
+        assert not (run.dir / "checkpoint-4").exists()  # another config: a fresh start, never a mixed run
+    assert ws.manifest("train")["config"] == {"lr": 2} and not (ws.stage_dir("train") / ".fingerprint").exists()
+
+    with pytest.raises(RuntimeError), ws.stage("index", {}, {}) as run:
+        raise RuntimeError("not resumable")
+    assert not (ws.root / ".staging" / "index").exists()

@@ -176,8 +176,11 @@ def train(
     force: ForceOpt = False,
     max_steps: Annotated[int | None, typer.Option(help="Override train.max_steps.")] = None,
     epochs: Annotated[float | None, typer.Option(help="Override train.epochs.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a crashed run from its newest checkpoint (train.save_steps).")
+    ] = False,
 ) -> None:
-    """LoRA fine-tune the base model on the synthesized pairs; the adapter becomes model `domain`."""
+    """LoRA fine-tune the base model on the selected pairs; the adapter becomes model `domain`."""
     from hangjia import pipeline
 
     ws, cfg = _setup(workspace, config)
@@ -185,7 +188,7 @@ def train(
         cfg.train.max_steps = max_steps
     if epochs is not None:
         cfg.train.epochs = epochs
-    _summary([pipeline.train(ws, cfg, console, force)], "train")
+    _summary([pipeline.train(ws, cfg, console, force, resume=resume)], "train")
 
 
 @app.command(name="eval")

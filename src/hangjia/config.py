@@ -170,6 +170,18 @@ class TrainConfig(_Section):
     """Longest tokenized example; longer ones are truncated."""
     seed: int = 0
     """Seed for data order and adapter initialisation."""
+    packing: bool = False
+    """Pack several examples per row (a block-diagonal mask keeps them apart): fewer padding tokens, same loss."""
+    save_steps: int = Field(0, ge=0)
+    """Checkpoint every N steps (0: none); `hangjia train --resume` continues from the newest one after a crash."""
+    eval_steps: int = Field(0, ge=0)
+    """Measure validation loss every N steps (0: only before and after training)."""
+    early_stopping_patience: int = Field(0, ge=0)
+    """Stop after N validation checks without improvement and keep the best adapter (0: off; needs eval_steps)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, more time."""
+    bf16: bool = False
+    """bfloat16 mixed precision where the hardware supports it (else fp32, with a warning)."""
 
 
 class EvalConfig(_Section):

@@ -419,27 +419,39 @@ def _selection_parts(ws: Workspace, cfg: ProjectConfig, pairs: list, status) -> 
     }
 
 
-def train(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
-    """LoRA SFT of the base model on the synthesized pairs (loss on answers only)."""
+def train(
+    ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False, resume: bool = False
+) -> dict[str, Any]:
+    """LoRA SFT of the base model on the selected pairs (loss on answers only).
+
+    With train.save_steps, checkpoints stay in the staging folder when a run dies (even by kill -9), and
+    `resume` continues from the newest one, provided the inputs and config are those of the run that died."""
+    import time
+
     from hangjia.models import resolve_base
     from hangjia.train.sft import LoraSFTArgs, train_lora_sft
 
     upstream = ws.require("select", "`hangjia select`")
     inputs = {"select": upstream["fingerprint"]}
     config = cfg.train.model_dump()
-    if not force and ws.is_current("train", inputs, config):
+    if not force and not resume and ws.is_current("train", inputs, config):
         return _skipped("train", ws)
     with console.status("preparing the base model"):
         base_dir = resolve_base(cfg.train.base_model)
     src = ws.stage_dir("select")
     train_pairs = [(r.get("prompt") or r["question"], r["answer"]) for r in read_jsonl(src / "train.jsonl")]
     val_pairs = [(r.get("prompt") or r["question"], r["answer"]) for r in read_jsonl(src / "val.jsonl")]
-    args = LoraSFTArgs(**{k: v for k, v in config.items() if k != "base_model"})
-    with ws.stage("train", inputs, config) as run, _progress(console) as progress:
+    args = LoraSFTArgs(**{k: v for k, v in config.items() if k != "base_model"}, resume=resume)
+    keep = cfg.train.save_steps > 0
+    with ws.stage("train", inputs, config, keep_partial=keep, resume=resume) as run, _progress(console) as progress:
         task = progress.add_task("train", total=None, status="")
+        started, first = time.time(), None
 
         def on_step(step: int, total: int, logs: dict[str, float]) -> None:
-            status = f"loss {logs['loss']:.3f}  lr {logs.get('learning_rate', 0):.2e}"
+            nonlocal first
+            first = step - 1 if first is None else first  # a resumed run starts past 0
+            rate = (step - first) * cfg.train.batch_size / max(time.time() - started, 1e-9)
+            status = f"loss {logs['loss']:.3f}  lr {logs.get('learning_rate', 0):.2e}  {rate:.2f} samples/s"
             progress.update(task, completed=step, total=total, status=status)
 
         metrics = train_lora_sft(base_dir, train_pairs, val_pairs, run.dir, args, on_step=on_step)

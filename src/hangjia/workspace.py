@@ -111,22 +111,33 @@ class Workspace:
         return manifest is not None and manifest.get("fingerprint") == fingerprint(inputs, config)
 
     @contextmanager
-    def stage(self, name: str, inputs: dict[str, str], config: dict[str, Any]) -> Iterator[StageRun]:
-        """Run a stage into a staging folder; on success write its manifest and swap it into place."""
+    def stage(
+        self, name: str, inputs: dict[str, str], config: dict[str, Any], *, keep_partial: bool = False, resume: bool = False
+    ) -> Iterator[StageRun]:
+        """Run a stage into a staging folder; on success write its manifest and swap it into place.
+
+        keep_partial: a failed run leaves its staging folder (e.g. training checkpoints) instead of deleting it;
+        resume: start from what a failed (or killed) run with the same inputs and config left there."""
         staging_root = self.root / ".staging"
         staging = staging_root / name
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        marker = staging / ".fingerprint"
+        fp = fingerprint(inputs, config)
+        if not (resume and marker.is_file() and marker.read_text() == fp):
+            shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True, exist_ok=True)
+        marker.write_text(fp)
         run = StageRun(name=name, dir=staging)
         started = time.time()
         try:
             yield run
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            if not keep_partial:
+                shutil.rmtree(staging, ignore_errors=True)
             raise
+        marker.unlink()
         manifest = {
             "stage": name,
-            "fingerprint": fingerprint(inputs, config),
+            "fingerprint": fp,
             "inputs": inputs,
             "config": config,
             "packages": package_versions(),

@@ -1,8 +1,11 @@
 import json
 
+import pytest
 import torch
+from transformers.utils import is_torch_bf16_available_on_device
 
 from hangjia.engine import Engine, GenerationParams
+from hangjia.train import sft
 from hangjia.train.sft import LoraSFTArgs, build_trainer, train_lora_sft
 
 PAIRS = [(f"What does fault code E{i} mean?", f"Fault {i}: drain pump blocked.") for i in range(12)]
@@ -65,3 +68,36 @@ def test_train_lora_sft_writes_adapter_log_and_learns(tiny_model_dir, tmp_path):
     base = engine.generate_batch(prepared, "base", params)[0].text
     tuned = engine.generate_batch(prepared, "domain", params)[0].text
     assert tuned != base  # the real-model end-to-end test checks answers change for the better
+
+
+def test_gradient_checkpointing_takes_the_same_step(tiny_model_dir, tmp_path):
+    runs = []
+    for checkpointing in (False, True):
+        trainer = build_trainer(
+            tiny_model_dir, PAIRS, [], tmp_path, _args(max_steps=1, gradient_checkpointing=checkpointing)
+        )
+        trainer.train()
+        assert trainer.model.is_activation_checkpointing == checkpointing
+        lora = {n: p.detach() for n, p in trainer.model.named_parameters() if "lora_" in n}
+        runs.append(([r["loss"] for r in trainer.state.log_history if "loss" in r], lora))
+    (plain_loss, plain), (ckpt_loss, ckpt) = runs
+    assert ckpt_loss == pytest.approx(plain_loss, abs=1e-5)
+    assert all(torch.allclose(plain[n], ckpt[n], atol=1e-5) for n in plain)
+
+
+@pytest.mark.skipif(not is_torch_bf16_available_on_device("cpu"), reason="torch reports no bf16 on this CPU")
+def test_bf16_trains_with_packing(tiny_model_dir, tmp_path):
+    trainer = build_trainer(tiny_model_dir, PAIRS, [], tmp_path, _args(max_steps=1, bf16=True, packing=True))
+    assert trainer.args.bf16
+    trainer.train()
+    fp32 = build_trainer(tiny_model_dir, PAIRS, [], tmp_path, _args(max_steps=1, packing=True))
+    fp32.train()
+    bf16_loss, fp32_loss = (t.state.log_history[0]["loss"] for t in (trainer, fp32))
+    assert bf16_loss != fp32_loss and bf16_loss == pytest.approx(fp32_loss, abs=0.05)  # autocast was on
+
+
+def test_bf16_falls_back_to_fp32_where_torch_reports_no_support(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(sft, "is_torch_bf16_available_on_device", lambda device: False)
+    trainer = build_trainer(tiny_model_dir, PAIRS, [], tmp_path, _args(max_steps=1, bf16=True))
+    assert not trainer.args.bf16
+    assert "no bf16 support" in caplog.text

@@ -3,12 +3,19 @@
 Examples use TRL's conversational prompt/completion format: the prompt (system + question) is
 masked out of the loss and only the assistant completion is learned. SmolLM2's chat template
 has no `{% generation %}` markers, so `assistant_only_loss` is not an option; this format is.
+
+Everything goes through SFTTrainer's public arguments and callbacks: packing is a data collator
+(TRL's own packing stays off), checkpoints and resume are the Trainer's, early stopping is
+transformers' EarlyStoppingCallback.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,26 +25,56 @@ import datasets
 import torch
 from datasets import Dataset
 from peft import LoraConfig
-from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
+from transformers import AutoModelForCausalLM, EarlyStoppingCallback, PrinterCallback, TrainerCallback
+from transformers.utils import is_torch_bf16_available_on_device
 from trl import SFTConfig, SFTTrainer
 
+from hangjia.errors import HangjiaError
 from hangjia.models import load_tokenizer
 from hangjia.prompts import question_messages
+from hangjia.train.packing import PackingCollator
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class LoraSFTArgs:
     lora_r: int
+    """LoRA rank."""
     lora_alpha: int
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
     lora_dropout: float
+    """Dropout on the LoRA input."""
     target_modules: list[str]
+    """Linear layers that get an adapter, e.g. q_proj, v_proj."""
     learning_rate: float
+    """Peak learning rate of the cosine schedule."""
     epochs: float
+    """Passes over the training pairs."""
     max_steps: int
+    """Stop after this many optimizer steps (-1: run all epochs)."""
     batch_size: int
+    """Examples per optimizer step (and per evaluation batch)."""
     warmup_ratio: float
+    """Share of the steps spent warming up the learning rate."""
     max_length: int
+    """Tokens per example (longer ones are cut); with packing, tokens per packed row."""
     seed: int
+    """Seed for the adapter's initialisation and the data order."""
+    packing: bool = False
+    """Pack each batch into rows of `max_length` tokens, samples kept apart by a block-diagonal mask."""
+    save_steps: int = 0
+    """Write a checkpoint to out_dir/checkpoints every this many steps (0: none)."""
+    resume: bool = False
+    """Continue from the latest complete checkpoint in out_dir/checkpoints (a fresh start when there is none)."""
+    eval_steps: int = 0
+    """Measure validation loss every this many steps (0: only before and after training)."""
+    early_stopping_patience: int = 0
+    """Stop after this many evaluations without a lower validation loss and keep the best adapter (0: off)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, more time (135M on CPU: activations are small)."""
+    bf16: bool = False
+    """bfloat16 autocast where torch reports support (else fp32 and a warning); on x86 CPUs without AMX, slower."""
 
 
 def to_example(question: str, answer: str) -> dict[str, list[dict[str, str]]]:
@@ -53,12 +90,17 @@ def build_trainer(
     callbacks: list[TrainerCallback] | None = None,
 ) -> SFTTrainer:
     """An SFTTrainer with a fresh LoRA adapter on the base model, ready to `train()`."""
+    _check(args, val_pairs)
     torch.manual_seed(args.seed)
     datasets.disable_progress_bars()  # four bars per split, each done in milliseconds; ours shows the steps
     tokenizer = load_tokenizer(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     train_ds = Dataset.from_list([to_example(q, a) for q, a in train_pairs])
     val_ds = Dataset.from_list([to_example(q, a) for q, a in val_pairs]) if val_pairs else None
+    bf16, on_cpu = _bf16(args.bf16)
+    early_stopping = args.early_stopping_patience > 0
+    # Early stopping restores the best checkpoint at the end, so it needs one at every evaluation at least.
+    save_steps = args.save_steps or (args.eval_steps if early_stopping else 0)
     config = SFTConfig(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=args.epochs,
@@ -70,11 +112,21 @@ def build_trainer(
         warmup_steps=args.warmup_ratio,
         max_length=args.max_length,
         completion_only_loss=True,
-        gradient_checkpointing=False,  # 135M params on CPU: activations are small, recompute only costs time
-        bf16=False,  # CPU bf16 matmuls are slower than fp32 on most x86 CPUs without AMX
+        packing=False,  # ours packs per batch with an isolating mask; TRL's relies on position_ids alone
+        # transformers 5 renamed it; the new name also silences TRL's default of the old one (True).
+        activation_checkpointing=args.gradient_checkpointing,
+        bf16=bf16,
+        use_cpu=on_cpu,  # transformers refuses bf16 without a GPU unless told the CPU is meant
         logging_steps=1,
-        save_strategy="no",
-        eval_strategy="no",
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        save_total_limit=2,  # the latest (to resume) and, with early stopping, the best: LoRA + Adam state, a few MB
+        eval_strategy="steps" if args.eval_steps else "no",
+        eval_steps=args.eval_steps or None,
+        load_best_model_at_end=early_stopping,
+        metric_for_best_model="eval_loss" if early_stopping else None,
+        greater_is_better=False if early_stopping else None,
+        restore_callback_states_from_checkpoint=True,  # early stopping's patience count survives a resume
         report_to="none",
         disable_tqdm=True,
         seed=args.seed,
@@ -89,9 +141,17 @@ def build_trainer(
         target_modules=args.target_modules,
         task_type="CAUSAL_LM",
     )
+    collator = None
+    if args.packing:
+        # The model stays fp32 (bf16 is autocast), so an fp32 additive mask suits both sdpa and eager.
+        collator = PackingCollator(tokenizer.pad_token_id, args.max_length)
+    callbacks = list(callbacks or [])
+    if early_stopping:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
     trainer = SFTTrainer(
         model=model,
         args=config,
+        data_collator=collator,
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=tokenizer,
@@ -112,17 +172,21 @@ def train_lora_sft(
 ) -> dict[str, Any]:
     """Train a LoRA adapter into `out_dir/adapter`; log every step to `out_dir/trainer_log.jsonl`.
 
-    Returns metrics, including validation loss before and after training (the honest "did it learn").
+    Validation losses measured during training go to `out_dir/eval_log.jsonl`. Returns metrics, including
+    validation loss before and after training (the honest "did it learn").
     """
-    log_path = out_dir / "trainer_log.jsonl"
-    trainer = build_trainer(base_dir, train_pairs, val_pairs, out_dir, args, [_StepLog(log_path, on_step)])
+    log = _StepLog(out_dir / "trainer_log.jsonl", on_step, out_dir / "eval_log.jsonl", packing=args.packing)
+    trainer = build_trainer(base_dir, train_pairs, val_pairs, out_dir, args, [log])
     tokenizer = trainer.processing_class
+    checkpoint = latest_checkpoint(out_dir / "checkpoints") if args.resume else None
+    log.restart(_step_of(checkpoint) if checkpoint else 0)
     val_before = _val_loss(trainer)
-    result = trainer.train()
-    val_after = _val_loss(trainer)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    val_after = _val_loss(trainer)  # with early stopping: of the best adapter, which is now loaded
     trainer.model.save_pretrained(out_dir / "adapter")
     tokenizer.save_pretrained(out_dir / "adapter")
-    losses = [json.loads(line)["loss"] for line in log_path.read_text().splitlines() if '"loss"' in line]
+    losses = [json.loads(line)["loss"] for line in log.path.read_text().splitlines() if '"loss"' in line]
+    state = trainer.state
     return {
         "steps": result.global_step,
         "train_examples": len(train_pairs),
@@ -131,9 +195,56 @@ def train_lora_sft(
         "final_train_loss": losses[-1] if losses else math.nan,
         "val_loss_before": val_before,
         "val_loss_after": val_after,
+        "resumed_from_step": _step_of(checkpoint) if checkpoint else 0,
+        "stopped_early": args.early_stopping_patience > 0 and state.global_step < state.max_steps,
+        "best_step": state.best_global_step or result.global_step,
         "train_runtime_s": round(result.metrics.get("train_runtime", math.nan), 1),
         "train_samples_per_second": result.metrics.get("train_samples_per_second", math.nan),
     }
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete `checkpoint-N` in `folder`, deleting any newer one a crash left half-written.
+
+    The Trainer writes a checkpoint in place, trainer_state.json last, so a kill mid-save leaves a folder
+    without it; `transformers.trainer_utils.get_last_checkpoint` would pick that folder and fail to resume.
+    """
+    found = sorted((p for p in folder.glob("checkpoint-*") if p.is_dir() and _step_of(p) >= 0), key=_step_of)
+    for path in reversed(found):
+        if (path / "trainer_state.json").is_file():
+            return path
+        shutil.rmtree(path)
+    return None
+
+
+def _step_of(checkpoint: Path) -> int:
+    match = re.fullmatch(r"checkpoint-(\d+)", checkpoint.name)
+    return int(match.group(1)) if match else -1
+
+
+def _check(args: LoraSFTArgs, val_pairs: list[tuple[str, str]]) -> None:
+    if args.early_stopping_patience > 0:
+        if args.eval_steps <= 0 or not val_pairs:
+            raise HangjiaError(
+                "Early stopping watches the validation loss: set train.eval_steps > 0 and keep a validation split, "
+                "or set train.early_stopping_patience to 0."
+            )
+        if args.save_steps and args.save_steps % args.eval_steps:
+            raise HangjiaError(
+                f"With early stopping, train.save_steps ({args.save_steps}) must be a multiple of train.eval_steps "
+                f"({args.eval_steps}) so the best evaluation has a checkpoint to return to."
+            )
+
+
+def _bf16(wanted: bool) -> tuple[bool, bool]:
+    """(use bf16, tell transformers the CPU is meant): bf16 only where torch can do bf16 matmuls on the device."""
+    if not wanted:
+        return False, False
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not is_torch_bf16_available_on_device(device):
+        logger.warning("bf16 was asked for but torch reports no bf16 support on %s; training in fp32.", device)
+        return False, False
+    return True, device == "cpu"
 
 
 def _val_loss(trainer: SFTTrainer) -> float:
@@ -144,17 +255,58 @@ def _val_loss(trainer: SFTTrainer) -> float:
 
 
 class _StepLog(TrainerCallback):
-    """Writes each logged step to trainer_log.jsonl and reports progress to the caller."""
+    """Writes each training step to trainer_log.jsonl (evaluations during training to eval_log.jsonl) and
+    reports progress to the caller. On resume the logs are cut back to the checkpoint, so no step repeats."""
 
-    def __init__(self, path: Path, on_step: Callable[[int, int, dict[str, float]], None] | None):
+    def __init__(
+        self,
+        path: Path,
+        on_step: Callable[[int, int, dict[str, float]], None] | None,
+        eval_path: Path | None = None,
+        packing: bool = False,
+    ):
         self.path = path
         self.on_step = on_step
+        self.eval_path = eval_path
+        # TRL counts tokens as attention_mask.sum(); a packed batch's mask is 4-D and additive, so that is no count.
+        self.drop = {"num_tokens", "eval_num_tokens"} if packing else set()
+        self.training = False
+
+    def restart(self, step: int) -> None:
+        """Keep only the records of steps up to `step` (0: start both logs afresh)."""
+        for path in (self.path, self.eval_path):
+            if path is None or not path.is_file():
+                continue
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _step_in(line) <= step]
+            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.training = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training = False
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "loss" not in logs:
+        if not logs:
             return
-        record = {"step": state.global_step, "epoch": round(state.epoch or 0, 3), **logs}
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-        if self.on_step is not None:
-            self.on_step(state.global_step, state.max_steps, logs)
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0, 3)}
+        record.update((k, v) for k, v in logs.items() if k not in self.drop)
+        if "loss" in logs:
+            _append(self.path, record)
+            if self.on_step is not None:
+                self.on_step(state.global_step, state.max_steps, logs)
+        elif "eval_loss" in logs and self.training and self.eval_path is not None:
+            _append(self.eval_path, record)
+
+
+def _step_in(line: str) -> float:
+    """The step of a log line; a line a kill cut short counts as after every checkpoint."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError):
+        return math.inf
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
