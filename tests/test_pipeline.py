@@ -152,5 +152,7 @@ def test_train_resumes_after_kill_9(cfg, tmp_path):
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     metrics = ws.manifest("train")["counts"]
     assert metrics["steps"] == 8 and metrics["resumed_from_step"] >= 4
-    logged = [json.loads(line)["step"] for line in (ws.stage_dir("train") / "trainer_log.jsonl").read_text().splitlines()]
+    logged = [
+        json.loads(line)["step"] for line in (ws.stage_dir("train") / "trainer_log.jsonl").read_text().splitlines()
+    ]
     assert logged == list(range(1, 9))  # every step once: none lost, none repeated

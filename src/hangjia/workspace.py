@@ -112,7 +112,13 @@ class Workspace:
 
     @contextmanager
     def stage(
-        self, name: str, inputs: dict[str, str], config: dict[str, Any], *, keep_partial: bool = False, resume: bool = False
+        self,
+        name: str,
+        inputs: dict[str, str],
+        config: dict[str, Any],
+        *,
+        keep_partial: bool = False,
+        resume: bool = False,
     ) -> Iterator[StageRun]:
         """Run a stage into a staging folder; on success write its manifest and swap it into place.
 
