@@ -21,7 +21,7 @@ def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 def test_every_command_has_help(monkeypatch, capsys):
     code, out, _ = run(monkeypatch, capsys, "--help")
     assert code == 0
-    commands = ["init", "ingest", "synth", "select", "train", "eval", "build", "serve", "chat", "models"]
+    commands = ["init", "ingest", "synth", "select", "train", "tune", "eval", "build", "serve", "chat", "models"]
     for command in commands:
         assert command in out
     for command in commands:

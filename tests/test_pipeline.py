@@ -156,3 +156,22 @@ def test_train_resumes_after_kill_9(cfg, tmp_path):
         json.loads(line)["step"] for line in (ws.stage_dir("train") / "trainer_log.jsonl").read_text().splitlines()
     ]
     assert logged == list(range(1, 9))  # every step once: none lost, none repeated
+
+
+def test_tune_writes_results_and_best_config_and_a_rerun_adds_nothing(cfg, tmp_path):
+    import yaml
+
+    ws = Workspace(tmp_path / "ws")
+    console = Console(quiet=True)
+    cfg.select.quality, cfg.select.general_ratio, cfg.select.raft = "none", 0.0, False
+    for stage in (pipeline.ingest, pipeline.synth, pipeline.select):
+        stage(ws, cfg, console)
+    cfg.train.max_steps = 2
+    cfg.tune.n_trials, cfg.tune.epochs, cfg.tune.lora_r = 2, [1.0], [4, 8]
+    first = pipeline.tune(ws, cfg, console)
+    assert first["counts"]["trials"] == 2 and first["counts"]["ran_now"] == 2
+    best = yaml.safe_load((ws.stage_dir("tune") / "best.yaml").read_text())["train"]
+    rows = (ws.stage_dir("tune") / "results.csv").read_text().splitlines()
+    assert len(rows) == 3 and best["lora_r"] in (4, 8) and best["max_steps"] == 2
+    again = pipeline.tune(ws, cfg, console)
+    assert again["skipped"] and again["counts"]["ran_now"] == 0

@@ -191,6 +191,30 @@ def train(
     _summary([pipeline.train(ws, cfg, console, force, resume=resume)], "train")
 
 
+@app.command()
+def tune(
+    workspace: WorkspaceOpt,
+    config: ConfigOpt = None,
+    n_trials: Annotated[int | None, typer.Option(help="Override tune.n_trials.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Override tune.timeout_s (seconds).")] = None,
+) -> None:
+    """Search learning rate, LoRA rank/alpha and epochs for the lowest validation loss; writes WORKSPACE/tune/best.yaml.
+
+    Rerun to continue an interrupted search; finished trials are kept. Delete WORKSPACE/tune to start over."""
+    import optuna
+
+    from hangjia import pipeline
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our per-trial lines replace its INFO log
+    ws, cfg = _setup(workspace, config)
+    if n_trials is not None:
+        cfg.tune.n_trials = n_trials
+    if timeout is not None:
+        cfg.tune.timeout_s = timeout
+    _summary([pipeline.tune(ws, cfg, console)], "tune")
+    out.print(f"best config: {ws.stage_dir('tune') / 'best.yaml'} (paste its train: section into hangjia.yaml)")
+
+
 @app.command(name="eval")
 def eval_(
     workspace: WorkspaceOpt,

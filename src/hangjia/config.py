@@ -184,6 +184,29 @@ class TrainConfig(_Section):
     """bfloat16 mixed precision where the hardware supports it (else fp32, with a warning)."""
 
 
+class TuneConfig(_Section):
+    n_trials: int = Field(20, ge=1)
+    """Trials in the study, counting those of earlier runs into the same folder (a rerun makes up the difference)."""
+    timeout_s: float | None = Field(None, gt=0)
+    """Start no new trial after this many seconds (null: no limit); the running one finishes."""
+    seed: int = 0
+    """Seed of the TPE sampler (training itself uses train.seed)."""
+    learning_rate: tuple[float, float] = (5e-5, 5e-3)
+    """Lowest and highest peak learning rate to try, sampled log-uniformly."""
+    lora_r: list[int] = Field([8, 16, 32], min_length=1)
+    """LoRA ranks to try."""
+    lora_alpha_ratio: list[float] = Field([1.0, 2.0], min_length=1)
+    """lora_alpha to try, as multiples of the rank (2: alpha = 2r)."""
+    epochs: list[float] = Field([1.0, 2.0, 3.0], min_length=1)
+    """Passes over the training pairs to try (needs train.max_steps -1 when more than one)."""
+    prune_after_trials: int = Field(3, ge=0)
+    """Trials that must complete before any is pruned (median rule on the validation loss)."""
+    prune_warmup_steps: int = Field(0, ge=0)
+    """Optimizer steps a trial runs before it can be pruned."""
+    baseline: bool = True
+    """Run the current train settings first (those inside the search space), so the search has a baseline to beat."""
+
+
 class EvalConfig(_Section):
     questions: Path | None = None
     """A questions.jsonl (id, question, answer, aliases, type); none: skip evaluation."""
@@ -247,6 +270,7 @@ class ProjectConfig(_Section):
     synth: SynthConfig = SynthConfig()
     select: SelectConfig = SelectConfig()
     train: TrainConfig = TrainConfig()
+    tune: TuneConfig = TuneConfig()
     rag: RagConfig = RagConfig()
     eval: EvalConfig = EvalConfig()
     gate: GateConfig = GateConfig()
