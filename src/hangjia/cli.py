@@ -179,6 +179,13 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue a crashed run from its newest checkpoint (train.save_steps).")
     ] = False,
+    nproc: Annotated[
+        int | None, typer.Option("--nproc", min=1, help="Data-parallel processes (train.batch_size is split).")
+    ] = None,
+    accelerate_config: Annotated[
+        Path | None,
+        typer.Option("--accelerate-config", help="Launch with this accelerate config (deploy/distributed/)."),
+    ] = None,
 ) -> None:
     """LoRA fine-tune the base model on the selected pairs; the adapter becomes model `domain`."""
     from hangjia import pipeline
@@ -188,6 +195,10 @@ def train(
         cfg.train.max_steps = max_steps
     if epochs is not None:
         cfg.train.epochs = epochs
+    if nproc is not None:
+        cfg.train.nproc = nproc
+    if accelerate_config is not None:
+        cfg.train.accelerate_config = accelerate_config.expanduser().resolve()
     _summary([pipeline.train(ws, cfg, console, force, resume=resume)], "train")
 
 

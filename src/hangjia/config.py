@@ -163,7 +163,7 @@ class TrainConfig(_Section):
     max_steps: int = Field(-1, ge=-1)
     """Stop after this many optimizer steps (-1: run all epochs)."""
     batch_size: int = Field(8, ge=1)
-    """Pairs per optimizer step (per device)."""
+    """Pairs per optimizer step, across all processes (each of train.nproc takes batch_size / nproc)."""
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
     """Share of steps spent warming the learning rate up."""
     max_length: int = Field(256, ge=16)
@@ -182,6 +182,10 @@ class TrainConfig(_Section):
     """Recompute activations in the backward pass: less memory, more time."""
     bf16: bool = False
     """bfloat16 mixed precision where the hardware supports it (else fp32, with a warning)."""
+    nproc: int = Field(1, ge=1)
+    """Data-parallel processes on this machine (torchrun: DDP, gloo on CPU); batch_size is split among them."""
+    accelerate_config: Path | None = None
+    """Launch with this accelerate config instead (deploy/distributed/: DeepSpeed ZeRO-2, on GPUs)."""
 
 
 class TuneConfig(_Section):
@@ -312,6 +316,8 @@ def _resolve_paths(cfg: ProjectConfig, base: Path) -> ProjectConfig:
     if cfg.select.general_prompts is not None and not cfg.select.general_prompts.is_absolute():
         cfg.select.general_prompts = (base / cfg.select.general_prompts).resolve()
     cfg.eval.general = [p if p.is_absolute() else (base / p).resolve() for p in cfg.eval.general]
+    if cfg.train.accelerate_config is not None and not cfg.train.accelerate_config.is_absolute():
+        cfg.train.accelerate_config = (base / cfg.train.accelerate_config).resolve()
     if cfg.train.base_model != EMBEDDED_BASE and (base / cfg.train.base_model).exists():
         cfg.train.base_model = str((base / cfg.train.base_model).resolve())
     return cfg

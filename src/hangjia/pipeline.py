@@ -429,11 +429,14 @@ def train(
     import time
 
     from hangjia.models import resolve_base
-    from hangjia.train.sft import LoraSFTArgs, train_lora_sft
+    from hangjia.train.distributed import run_distributed
+    from hangjia.train.sft import LoraSFTArgs
 
     upstream = ws.require("select", "`hangjia select`")
     inputs = {"select": upstream["fingerprint"]}
-    config = cfg.train.model_dump()
+    if cfg.train.accelerate_config is not None and Path(cfg.train.accelerate_config).is_file():
+        inputs["accelerate_config"] = sha256_file(Path(cfg.train.accelerate_config))
+    config = cfg.train.model_dump(mode="json")
     if not force and not resume and ws.is_current("train", inputs, config):
         return _skipped("train", ws)
     with console.status("preparing the base model"):
@@ -441,7 +444,8 @@ def train(
     src = ws.stage_dir("select")
     train_pairs = [(r.get("prompt") or r["question"], r["answer"]) for r in read_jsonl(src / "train.jsonl")]
     val_pairs = [(r.get("prompt") or r["question"], r["answer"]) for r in read_jsonl(src / "val.jsonl")]
-    args = LoraSFTArgs(**{k: v for k, v in config.items() if k != "base_model"}, resume=resume)
+    launch = {"base_model", "nproc", "accelerate_config"}  # how to run it, not what LoraSFTArgs trains
+    args = LoraSFTArgs(**{k: v for k, v in config.items() if k not in launch}, resume=resume)
     keep = cfg.train.save_steps > 0
     with ws.stage("train", inputs, config, keep_partial=keep, resume=resume) as run, _progress(console) as progress:
         task = progress.add_task("train", total=None, status="")
@@ -454,7 +458,16 @@ def train(
             status = f"loss {logs['loss']:.3f}  lr {logs.get('learning_rate', 0):.2e}  {rate:.2f} samples/s"
             progress.update(task, completed=step, total=total, status=status)
 
-        metrics = train_lora_sft(base_dir, train_pairs, val_pairs, run.dir, args, on_step=on_step)
+        metrics = run_distributed(
+            cfg.train.nproc,
+            base_dir,
+            train_pairs,
+            val_pairs,
+            run.dir,
+            args,
+            on_step=on_step,
+            accelerate_config=cfg.train.accelerate_config,
+        )
         (run.dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         run.counts.update(metrics)
     return _done("train", ws)
@@ -480,7 +493,8 @@ def tune(ws: Workspace, cfg: ProjectConfig, console: Console) -> dict[str, Any]:
     space = SearchSpace(
         learning_rate=t.learning_rate, lora_r=t.lora_r, lora_alpha_ratio=t.lora_alpha_ratio, epochs=t.epochs
     )
-    args = LoraSFTArgs(**{k: v for k, v in cfg.train.model_dump().items() if k != "base_model"})
+    launch = {"base_model", "nproc", "accelerate_config"}
+    args = LoraSFTArgs(**{k: v for k, v in cfg.train.model_dump().items() if k not in launch})
     out_dir = ws.stage_dir("tune")
     with _progress(console) as progress:
         task = progress.add_task("tune", total=t.n_trials, status="")

@@ -180,8 +180,13 @@ def train_lora_sft(
     tokenizer = trainer.processing_class
     checkpoint = latest_checkpoint(out_dir / "checkpoints") if args.resume else None
     log.restart(_step_of(checkpoint) if checkpoint else 0)
-    val_before = _val_loss(trainer)
+    # Measured inside train(), once the Trainer has wrapped the model: evaluating first marks the bare model as
+    # prepared (accelerate 1.15), so train() would skip the DDP wrap and each process would train alone;
+    # DeepSpeed ZeRO-1/2 also refuses to evaluate before its engine exists.
+    trainer.args.eval_on_start = _has_val(trainer)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    # The first evaluation on record: this run's, or on resume the one the first run made (the state is restored).
+    val_before = next((r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r), math.nan)
     val_after = _val_loss(trainer)  # with early stopping: of the best adapter, which is now loaded
     trainer.model.save_pretrained(out_dir / "adapter")
     tokenizer.save_pretrained(out_dir / "adapter")
@@ -247,11 +252,13 @@ def _bf16(wanted: bool) -> tuple[bool, bool]:
     return True, device == "cpu"
 
 
-def _val_loss(trainer: SFTTrainer) -> float:
+def _has_val(trainer: SFTTrainer) -> bool:
     # TRL drops examples whose completion was truncated away; an emptied eval set has no loss.
-    if trainer.eval_dataset is None or len(trainer.eval_dataset) == 0:
-        return math.nan
-    return trainer.evaluate().get("eval_loss", math.nan)
+    return trainer.eval_dataset is not None and len(trainer.eval_dataset) > 0
+
+
+def _val_loss(trainer: SFTTrainer) -> float:
+    return trainer.evaluate().get("eval_loss", math.nan) if _has_val(trainer) else math.nan
 
 
 class _StepLog(TrainerCallback):
