@@ -83,6 +83,15 @@ def test_build_runs_every_stage_with_a_local_model_dir_as_base(cfg, tmp_path):
     again = pipeline.build(ws, cfg, console)
     assert all(r["skipped"] for r in again)
 
+    from hangjia.cli import _gate  # `hangjia eval --gate` over the stored results: its exit code
+
+    cfg.gate.min_domain_gain = 100.0  # the tuned model must gain 100 points: it cannot
+    assert _gate(ws, cfg) == 1
+    assert json.loads((ws.stage_dir("eval") / "gate.json").read_text())["passed"] is False
+    cfg.gate.min_domain_gain = -100.0  # may lose up to 100 points: always passes
+    assert _gate(ws, cfg) == 0
+    assert "gate" in (ws.stage_dir("eval") / "report.html").read_text().lower()
+
     cfg.train.lora_r = 8  # a config change re-runs that stage and everything downstream of it
     third = pipeline.build(ws, cfg, console)
     assert [r["skipped"] for r in third] == [True, True, True, True, False, False]
