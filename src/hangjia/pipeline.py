@@ -430,7 +430,6 @@ def train(
 
     from hangjia.models import resolve_base
     from hangjia.train.distributed import run_distributed
-    from hangjia.train.sft import LoraSFTArgs
 
     upstream = ws.require("select", "`hangjia select`")
     inputs = {"select": upstream["fingerprint"]}
@@ -441,11 +440,8 @@ def train(
         return _skipped("train", ws)
     with console.status("preparing the base model"):
         base_dir = resolve_base(cfg.train.base_model)
-    src = ws.stage_dir("select")
-    train_pairs = [(r.get("prompt") or r["question"], r["answer"]) for r in read_jsonl(src / "train.jsonl")]
-    val_pairs = [(r.get("prompt") or r["question"], r["answer"]) for r in read_jsonl(src / "val.jsonl")]
-    launch = {"base_model", "nproc", "accelerate_config"}  # how to run it, not what LoraSFTArgs trains
-    args = LoraSFTArgs(**{k: v for k, v in config.items() if k not in launch}, resume=resume)
+    train_pairs, val_pairs = _selected_pairs(ws)
+    args = _sft_args(cfg, resume=resume)
     keep = cfg.train.save_steps > 0
     with ws.stage("train", inputs, config, keep_partial=keep, resume=resume) as run, _progress(console) as progress:
         task = progress.add_task("train", total=None, status="")
@@ -473,6 +469,23 @@ def train(
     return _done("train", ws)
 
 
+def _selected_pairs(ws: Workspace) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(user turn, answer) pairs of the select stage's train and val splits."""
+    src = ws.stage_dir("select")
+    return tuple(
+        [(r.get("prompt") or r["question"], r["answer"]) for r in read_jsonl(src / f"{split}.jsonl")]
+        for split in ("train", "val")
+    )
+
+
+def _sft_args(cfg: ProjectConfig, resume: bool = False):
+    """LoraSFTArgs from the train section, less the settings that say how to launch rather than what to train."""
+    from hangjia.train.sft import LoraSFTArgs
+
+    launch = {"base_model", "nproc", "accelerate_config"}
+    return LoraSFTArgs(**{k: v for k, v in cfg.train.model_dump().items() if k not in launch}, resume=resume)
+
+
 def tune(ws: Workspace, cfg: ProjectConfig, console: Console) -> dict[str, Any]:
     """Search learning rate, LoRA rank/alpha and epochs for the lowest validation loss (Optuna, median pruning).
 
@@ -481,20 +494,16 @@ def tune(ws: Workspace, cfg: ProjectConfig, console: Console) -> dict[str, Any]:
     from hangjia.models import resolve_base
     from hangjia.train.hpo import SearchSpace, current_params
     from hangjia.train.hpo import tune as run_tune
-    from hangjia.train.sft import LoraSFTArgs
 
     ws.require("select", "`hangjia select`")
     with console.status("preparing the base model"):
         base_dir = resolve_base(cfg.train.base_model)
-    src = ws.stage_dir("select")
-    train_pairs = [(r.get("prompt") or r["question"], r["answer"]) for r in read_jsonl(src / "train.jsonl")]
-    val_pairs = [(r.get("prompt") or r["question"], r["answer"]) for r in read_jsonl(src / "val.jsonl")]
+    train_pairs, val_pairs = _selected_pairs(ws)
     t = cfg.tune
     space = SearchSpace(
         learning_rate=t.learning_rate, lora_r=t.lora_r, lora_alpha_ratio=t.lora_alpha_ratio, epochs=t.epochs
     )
-    launch = {"base_model", "nproc", "accelerate_config"}
-    args = LoraSFTArgs(**{k: v for k, v in cfg.train.model_dump().items() if k not in launch})
+    args = _sft_args(cfg)
     out_dir = ws.stage_dir("tune")
     with _progress(console) as progress:
         task = progress.add_task("tune", total=t.n_trials, status="")
