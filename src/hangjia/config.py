@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from hangjia.errors import HangjiaError
 
 EMBEDDED_BASE = "embedded"
+# Every linear layer of a Llama-style block: the LoRA targets of SFT, DPO, reward model and continued pretraining.
+LLAMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 class _Section(BaseModel):
@@ -154,7 +156,7 @@ class TrainConfig(_Section):
     """LoRA scaling numerator; the update is scaled by alpha / r."""
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     """Dropout on the LoRA input."""
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    target_modules: list[str] = list(LLAMA_LINEAR)
     """Linear layers that get LoRA adapters (Llama-style names)."""
     learning_rate: float = Field(1e-3, gt=0)
     """Peak learning rate (after warmup, then cosine decay)."""

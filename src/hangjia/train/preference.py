@@ -33,6 +33,7 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 
+from hangjia.config import LLAMA_LINEAR
 from hangjia.errors import HangjiaError
 from hangjia.models import load_tokenizer
 from hangjia.prompts import question_messages
@@ -42,8 +43,6 @@ Preference = tuple[str, str, str]
 """(question, chosen answer, rejected answer)."""
 
 StepCallback = Callable[[int, int, dict[str, float]], None]
-
-LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass

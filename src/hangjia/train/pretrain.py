@@ -34,6 +34,7 @@ from transformers import (
     default_data_collator,
 )
 
+from hangjia.config import LLAMA_LINEAR
 from hangjia.errors import HangjiaError
 from hangjia.eval.perplexity import perplexity
 from hangjia.models import load_tokenizer
@@ -66,9 +67,7 @@ class CPTArgs:
     """LoRA scaling numerator."""
     lora_dropout: float = 0.05
     """Dropout on the LoRA input."""
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
+    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR))
     """Linear layers that get LoRA adapters (Llama-style names)."""
     seed: int = 0
     """Seed for the held-out split, replay sampling, data order and adapter initialisation."""
