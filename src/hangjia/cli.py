@@ -203,6 +203,70 @@ def train(
 
 
 @app.command()
+def pretrain(
+    workspace: WorkspaceOpt,
+    config: ConfigOpt = None,
+    force: ForceOpt = False,
+    max_steps: Annotated[int | None, typer.Option(help="Override pretrain.max_steps.")] = None,
+) -> None:
+    """Continue pretraining the base model on the ingested documents (with general-text replay).
+
+    Writes WORKSPACE/pretrain/model; set train.base_model: pretrain to fine-tune it. Prints held-out perplexity
+    before and after."""
+    from hangjia import training_stages
+
+    ws, cfg = _setup(workspace, config)
+    if max_steps is not None:
+        cfg.pretrain.max_steps = max_steps
+    _summary([training_stages.pretrain(ws, cfg, console, force)], "pretrain")
+
+
+@app.command()
+def dpo(
+    workspace: WorkspaceOpt,
+    config: ConfigOpt = None,
+    preferences: Annotated[
+        Path | None,
+        typer.Option("--preferences", help="JSONL of question/chosen/rejected (overrides preference.file)."),
+    ] = None,
+    force: ForceOpt = False,
+    max_steps: Annotated[int | None, typer.Option(help="Override preference.max_steps.")] = None,
+) -> None:
+    """DPO on the SFT adapter: preference pairs from a file, or the domain model's own wrong answers to its
+    training questions (rejected) against the reference answers (chosen). The result becomes model `domain`."""
+    from hangjia import training_stages
+
+    ws, cfg = _setup(workspace, config)
+    if preferences is not None:
+        cfg.preference.file = preferences.expanduser().resolve()
+    if max_steps is not None:
+        cfg.preference.max_steps = max_steps
+    _summary([training_stages.dpo(ws, cfg, console, force)], "dpo")
+
+
+@app.command()
+def reward(
+    workspace: WorkspaceOpt,
+    config: ConfigOpt = None,
+    preferences: Annotated[
+        Path | None,
+        typer.Option("--preferences", help="JSONL of question/chosen/rejected (overrides preference.file)."),
+    ] = None,
+    force: ForceOpt = False,
+    max_steps: Annotated[int | None, typer.Option(help="Override preference.max_steps.")] = None,
+) -> None:
+    """Train a pairwise reward model (LoRA + score head) on preference pairs; WORKSPACE/reward/reward_model."""
+    from hangjia import training_stages
+
+    ws, cfg = _setup(workspace, config)
+    if preferences is not None:
+        cfg.preference.file = preferences.expanduser().resolve()
+    if max_steps is not None:
+        cfg.preference.max_steps = max_steps
+    _summary([training_stages.reward(ws, cfg, console, force)], "reward")
+
+
+@app.command()
 def tune(
     workspace: WorkspaceOpt,
     config: ConfigOpt = None,

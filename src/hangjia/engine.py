@@ -67,13 +67,16 @@ class Engine:
 
     @classmethod
     def from_workspace(cls, workspace: Workspace, base_model: str, rag_top_k: int = 3) -> Engine:
-        """`base` from the trained adapter's own base (else `base_model`), `domain` from `train/adapter`,
-        retrieval from `index/` when those stages have run."""
+        """`base` from the trained adapter's own base (else `base_model`), `domain` from `train/adapter` (or from
+        `dpo/adapter` when `hangjia dpo` has run on this very SFT adapter), retrieval from `index/` when built."""
         from hangjia.rag.index import BM25Index
 
         train = workspace.manifest("train")
         adapter = workspace.stage_dir("train") / "adapter" if train else None
-        base_dir = resolve_base(train["config"]["base_model"] if train else base_model)
+        dpo = workspace.manifest("dpo")
+        if train and dpo and dpo.get("inputs", {}).get("train") == train["fingerprint"]:
+            adapter = workspace.stage_dir("dpo") / "adapter"
+        base_dir = resolve_base(train["config"]["base_model"] if train else base_model, workspace.root)
         index = BM25Index.load(workspace.stage_dir("index")) if workspace.manifest("index") else None
         return cls(base_dir, adapter, index, rag_top_k)
 

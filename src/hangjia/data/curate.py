@@ -100,8 +100,14 @@ def by_quality(
     return [pairs[i] for i in chosen], drops, {p.question: float(s) for p, s in zip(pairs, scores, strict=True)}
 
 
-def to_budget(pairs: list[QAPair], cfg: SelectConfig, embed: Embed | None) -> tuple[list[QAPair], Counter]:
-    """Down to `budget` pairs: K-center-greedy on embeddings (coverage), a random subset, or the first n."""
+def to_budget(
+    pairs: list[QAPair], cfg: SelectConfig, embed: Embed | None, scores: dict[str, float] | None = None
+) -> tuple[list[QAPair], Counter]:
+    """Down to `budget` pairs: K-center-greedy on embeddings (coverage), a random subset, or the best-scoring n.
+
+    With `diversity: none` the budget goes to the highest quality scores (Cherry LLM's top-IFD pick), or to the
+    first n in input order when no score was computed.
+    """
     if cfg.budget is None or len(pairs) <= cfg.budget:
         return pairs, Counter()
     if cfg.diversity == "kcenter":
@@ -110,9 +116,12 @@ def to_budget(pairs: list[QAPair], cfg: SelectConfig, embed: Embed | None) -> tu
         chosen = sorted(k_center_greedy(np.asarray(embed([_text(p) for p in pairs])), cfg.budget))
     elif cfg.diversity == "random":
         chosen = sorted(random.Random(cfg.seed).sample(range(len(pairs)), cfg.budget))
+    elif scores:
+        chosen = sorted(sorted(range(len(pairs)), key=lambda i: -scores[pairs[i].question])[: cfg.budget])
     else:
         chosen = list(range(cfg.budget))
-    return [pairs[i] for i in chosen], Counter({f"over the budget ({cfg.diversity})": len(pairs) - cfg.budget})
+    how = cfg.diversity if cfg.diversity != "none" else f"best {cfg.quality}" if scores else "first n"
+    return [pairs[i] for i in chosen], Counter({f"over the budget ({how})": len(pairs) - cfg.budget})
 
 
 def group_of(pair: QAPair, split_by: str) -> str:
@@ -139,7 +148,7 @@ def curate(
         counts["dedup"] = len(pairs)
     pairs, drops["quality"], scores = by_quality(pairs, cfg, score)
     counts["quality"] = len(pairs)
-    pairs, drops["budget"] = to_budget(pairs, cfg, embed)
+    pairs, drops["budget"] = to_budget(pairs, cfg, embed, scores)
     counts["selected"] = len(pairs)
     derived: list[QAPair] = []
     if derive is not None and pairs:

@@ -24,7 +24,7 @@ from typing import Any
 import datasets
 import torch
 from datasets import Dataset
-from peft import LoraConfig
+from peft import LoraConfig, PeftConfig, PrefixTuningConfig, PromptEncoderConfig
 from transformers import AutoModelForCausalLM, EarlyStoppingCallback, PrinterCallback, TrainerCallback
 from transformers.utils import is_torch_bf16_available_on_device
 from trl import SFTConfig, SFTTrainer
@@ -35,6 +35,7 @@ from hangjia.prompts import question_messages
 from hangjia.train.packing import PackingCollator
 
 logger = logging.getLogger(__name__)
+METHODS = ("lora", "prefix", "ptuning")
 
 
 @dataclass
@@ -75,6 +76,11 @@ class LoraSFTArgs:
     """Recompute activations in the backward pass: less memory, more time (135M on CPU: activations are small)."""
     bf16: bool = False
     """bfloat16 autocast where torch reports support (else fp32 and a warning); on x86 CPUs without AMX, slower."""
+    method: str = "lora"
+    """The PEFT method: lora, prefix (prefix tuning: trained key/value prefixes in every layer) or ptuning
+    (P-tuning: virtual prompt tokens from a small encoder)."""
+    num_virtual_tokens: int = 20
+    """Prefix / P-tuning: virtual tokens prepended to every input."""
 
 
 def to_example(question: str, answer: str) -> dict[str, list[dict[str, str]]]:
@@ -134,13 +140,7 @@ def build_trainer(
         dataloader_num_workers=0,
         dataloader_pin_memory=False,  # pinning is for GPU transfers; on CPU it only warns
     )
-    peft_config = LoraConfig(
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        target_modules=args.target_modules,
-        task_type="CAUSAL_LM",
-    )
+    peft_config = _peft_config(args, model.config.hidden_size)
     collator = None
     if args.packing:
         # The model stays fp32 (bf16 is autocast), so an fp32 additive mask suits both sdpa and eager.
@@ -227,7 +227,30 @@ def _step_of(checkpoint: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
+def _peft_config(args: LoraSFTArgs, hidden_size: int) -> PeftConfig:
+    if args.method == "lora":
+        return LoraConfig(
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            target_modules=args.target_modules,
+            task_type="CAUSAL_LM",
+        )
+    if args.method == "prefix":
+        return PrefixTuningConfig(num_virtual_tokens=args.num_virtual_tokens, task_type="CAUSAL_LM")
+    return PromptEncoderConfig(
+        num_virtual_tokens=args.num_virtual_tokens, encoder_hidden_size=hidden_size, task_type="CAUSAL_LM"
+    )
+
+
 def _check(args: LoraSFTArgs, val_pairs: list[tuple[str, str]]) -> None:
+    if args.method not in METHODS:
+        raise HangjiaError(f"Unknown train.method '{args.method}'; use one of {', '.join(METHODS)}.")
+    if args.packing and args.method != "lora":
+        raise HangjiaError(
+            f"train.packing needs train.method lora: {args.method} adds virtual tokens the packing mask does not "
+            "cover. Turn packing off or use lora."
+        )
     if args.early_stopping_patience > 0:
         if args.eval_steps <= 0 or not val_pairs:
             raise HangjiaError(

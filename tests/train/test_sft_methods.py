@@ -1,0 +1,65 @@
+"""Prefix tuning and P-tuning through PEFT: trained, saved, and served by the same engine as LoRA."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from hangjia.engine import Engine
+from hangjia.errors import HangjiaError
+from hangjia.train.sft import LoraSFTArgs, build_trainer, train_lora_sft
+
+PAIRS = [(f"What does fault code E{i} mean?", f"Fault {i}: drain pump blocked.") for i in range(12)]
+
+
+def _args(**over):
+    base = dict(
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "v_proj"],
+        learning_rate=5e-2,
+        epochs=4,
+        max_steps=-1,
+        batch_size=4,
+        warmup_ratio=0.0,
+        max_length=256,
+        seed=0,
+        num_virtual_tokens=8,
+    )
+    return LoraSFTArgs(**{**base, **over})
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("method", ["prefix", "ptuning"])
+def test_prompt_learning_trains_only_its_virtual_tokens_and_serves(tiny_model_dir, tmp_path, method):
+    trainer = build_trainer(tiny_model_dir, PAIRS, [], tmp_path / "probe", _args(method=method, max_steps=1))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())}
+    # PEFT keeps both methods' virtual tokens in `prompt_encoder` (P-tuning adds an MLP head there).
+    assert changed and all(n.startswith("prompt_encoder.") for n in changed), sorted(changed)
+
+    metrics = train_lora_sft(tiny_model_dir, PAIRS[:10], PAIRS[10:], tmp_path, _args(method=method))
+    assert metrics["val_loss_after"] < metrics["val_loss_before"]
+    engine = Engine(tiny_model_dir, tmp_path / "adapter")
+    prompt = engine.prepare([{"role": "user", "content": PAIRS[0][0]}], rag=False)[0]
+    enc = engine._encode([prompt], 8)
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        expected = plain(**enc).logits[0, -1]
+        with engine.using("base") as base:
+            off = base(**enc).logits[0, -1]
+        with engine.using("domain") as domain:
+            on = domain(**enc).logits[0, -1]
+    # `base` is the bare model (virtual tokens off); `domain` is conditioned on them.
+    assert torch.allclose(off, expected, atol=1e-5)
+    assert not torch.allclose(on, expected, atol=1e-3)
+
+
+def test_packing_is_refused_with_virtual_tokens(tiny_model_dir, tmp_path):
+    with pytest.raises(HangjiaError, match="packing needs train.method lora"):
+        build_trainer(tiny_model_dir, PAIRS, [], tmp_path, _args(method="prefix", packing=True))
