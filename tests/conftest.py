@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 KESTREL = REPO / "examples" / "kestrel"
+# tests/data/fake_teacher.py (a scripted OpenAI-compatible server) serves tests in every folder.
+sys.path.insert(0, str(Path(__file__).parent / "data"))
 
 # SmolLM2's ChatML template, so tiny models format prompts exactly as the embedded one does.
 CHATML = (

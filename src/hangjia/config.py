@@ -280,6 +280,23 @@ class TuneConfig(_Section):
     """Run the current train settings first (those inside the search space), so the search has a baseline to beat."""
 
 
+class JudgeConfig(_Section):
+    """An OpenAI-compatible model that grades each answer against the reference (LLM-as-judge)."""
+
+    base_url: str
+    """The endpoint, e.g. http://127.0.0.1:8001/v1 (vLLM, llama.cpp server, a hosted API)."""
+    model: str
+    """Model name the endpoint expects."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (unset: no key is sent)."""
+    concurrency: int = Field(4, ge=1, le=256)
+    """Requests in flight at once."""
+    max_retries: int = Field(3, ge=0, le=20)
+    """Retries of a failed request, with exponential backoff."""
+    timeout_s: float = Field(60, gt=0)
+    """Seconds to wait for one reply."""
+
+
 class EvalConfig(_Section):
     questions: Path | None = None
     """A questions.jsonl (id, question, answer, aliases, type); none: skip evaluation."""
@@ -295,6 +312,10 @@ class EvalConfig(_Section):
     """Items taken from each general-knowledge file (none: all)."""
     batch_size: int = Field(16, ge=1, le=256)
     """Questions generated together; on a CPU decoding reads all weights per step, so larger batches amortise it."""
+    perplexity_chunks: int = Field(50, ge=0)
+    """Perplexity of each model on up to this many held-out chunks (those of select's val/test splits; 0: off)."""
+    judge: JudgeConfig | None = None
+    """LLM-as-judge through an OpenAI-compatible endpoint (none: off); its verdicts sit beside matched accuracy."""
 
 
 class RagConfig(_Section):

@@ -594,12 +594,63 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
         if engine.index is not None:
             answerable = [q for q in questions if q.type != "unanswerable"]
             results["retrieval"] = recall_at_k(engine.index, answerable, ks=sorted({1, cfg.rag.top_k, 5}))
+        if cfg.eval.judge is not None:
+            progress.update(task, status=f"the judge grades {len(results['answers'])} answers")
+            _judge(ws, cfg, results)
+        perplexities = _heldout_perplexity(ws, engine, cfg)
+        if perplexities:
+            results["perplexity"] = perplexities
         answers = results.pop("answers")
         write_jsonl(run.dir / "answers.jsonl", answers)
         (run.dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
         write_eval_report(run.dir, results, answers, title="Hangjia evaluation")
         run.counts.update({f"{c['model']}{'+rag' if c['rag'] else ''}": c["accuracy"] for c in results["conditions"]})
     return _done("eval", ws)
+
+
+def _judge(ws: Workspace, cfg: ProjectConfig, results: dict[str, Any]) -> None:
+    """Add the judge's verdict to every answer row and its accuracy to every condition."""
+    from hangjia.data.teacher import make_teacher
+    from hangjia.eval.judge import judge_answers, summarize_verdicts
+
+    j = cfg.eval.judge
+    judge = make_teacher(
+        kind="endpoint",
+        model=j.model,
+        base_url=j.base_url,
+        api_key_env=j.api_key_env,
+        concurrency=j.concurrency,
+        max_retries=j.max_retries,
+        timeout_s=j.timeout_s,
+        cache_path=ws.root / "cache" / "judge.sqlite",
+    )
+    answers = results["answers"]
+    for row, verdict in zip(answers, judge_answers(judge, answers), strict=True):
+        row["judge"] = verdict
+    verdicts = summarize_verdicts(answers)
+    for condition in results["conditions"]:
+        condition.update(verdicts[(condition["model"], condition["rag"])])
+
+
+def _heldout_perplexity(ws: Workspace, engine, cfg: ProjectConfig) -> dict[str, float] | None:
+    """Each model's perplexity on chunks no training pair came from: those of select's val and test splits."""
+    if not cfg.eval.perplexity_chunks or not ws.manifest("select"):
+        return None
+    from hangjia.eval.perplexity import perplexity
+
+    ids = {
+        split: {r.get("chunk_id") for r in read_jsonl(ws.stage_dir("select") / f"{split}.jsonl")}
+        for split in ("train", "val", "test")
+    }
+    held = (ids["val"] | ids["test"]) - ids["train"] - {None, ""}
+    texts = [c["text"] for c in _ingested(ws, "chunks") if c["id"] in held][: cfg.eval.perplexity_chunks]
+    if not texts:
+        return None
+    out = {}
+    for name in engine.model_names:
+        with engine.using(name) as model:
+            out[name] = round(perplexity(model, engine.tokenizer, texts, max_length=512, stride=256), 3)
+    return out
 
 
 def _existing(path: Path) -> Path:

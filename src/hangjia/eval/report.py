@@ -23,6 +23,7 @@ METRICS = (  # (key in a condition summary, column title)
     ("rouge_l", "ROUGE-L"),
     ("answerable_accuracy", "answerable acc."),
     ("refusal_accuracy", "refusal acc."),
+    ("judge_accuracy", "judge acc."),  # only with eval.judge; "—" otherwise
 )
 
 
@@ -243,7 +244,8 @@ def _tables(report: dict[str, Any]) -> list[tuple[str, str, list[str], list[list
         tables.append(
             (
                 "Perplexity on held-out text",
-                "Token-weighted, sliding window; lower is better.",
+                "Chunks of the val/test splits (no training pair came from them); token-weighted, sliding window; "
+                "lower is better.",
                 ["model", "perplexity"],
                 [[m, _num(v, 2)] for m, v in report["perplexity"].items()],
             )
