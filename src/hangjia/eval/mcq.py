@@ -144,42 +144,66 @@ def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int],
     return context_enc, continuation_enc
 
 
+def _keeps_logits(model) -> bool:
+    """Whether `model.forward` can project only some positions onto the vocabulary (transformers' `logits_to_keep`)."""
+    import inspect
+
+    # A PEFT model's forward takes **kwargs and hands them to the transformers model it wraps.
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def loglikelihoods(model, tokenizer, requests: Sequence[tuple[str, str]], batch_size: int = 8) -> list[float]:
-    """Summed log-probability of each (context, continuation) pair's continuation tokens, in request order."""
+    """Summed log-probability of each (context, continuation) pair's continuation tokens, in request order.
+
+    Requests whose model inputs are the same token ids share one row: MMLU's " A".." D" differ only in their one
+    target token, so the four are read from one forward pass (lm-eval's HF backend does the same). Only the
+    positions that hold a target are projected onto the vocabulary: for SmolLM2-135M the 49,152-wide projection and
+    its log-softmax are about a quarter of a full pass, and a 0-shot MMLU row needs 1 of its ~50-170 positions.
+    `batch_size` counts rows, i.e. distinct inputs."""
     import torch
 
     max_length = getattr(model.config, "max_position_embeddings", None) or 2048
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    encoded = []
-    for context, continuation in requests:
+    rows: dict[tuple[int, ...], list[int]] = {}  # distinct inputs -> the requests read from that row
+    targets: list[list[int]] = []
+    for n, (context, continuation) in enumerate(requests):
         context_enc, continuation_enc = _encode_pair(tokenizer, context, continuation)
         # The last token is only a target; keep at most max_length inputs, dropping the oldest (as lm-eval).
         ids = (context_enc + continuation_enc)[-(max_length + 1) :]
-        encoded.append((ids[:-1], continuation_enc[-(len(ids) - 1) :]))
+        rows.setdefault(tuple(ids[:-1]), []).append(n)
+        targets.append(continuation_enc[-(len(ids) - 1) :])
     # Longest first: similar lengths share a batch, and an out-of-memory error shows up on the first batch.
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
-    results = [0.0] * len(encoded)
+    order = sorted(rows, key=lambda inputs: -len(inputs))
+    keep = _keeps_logits(model)
+    results = [0.0] * len(requests)
     was_training = model.training
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            width = max(len(encoded[i][0]) for i in idx)
+            batch = order[start : start + batch_size]
+            width = len(batch[0])
             # Right padding: with a causal mask, pads after a row's last token cannot change its logits.
-            input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                inputs = encoded[i][0]
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, inputs in enumerate(batch):
                 input_ids[row, : len(inputs)] = torch.tensor(inputs)
                 mask[row, : len(inputs)] = 1
-            logits = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device)).logits
+            # Positions [first, width) cover every target of the batch; the logits start at `first`.
+            first = min(len(inputs) - len(targets[n]) for inputs in batch for n in rows[inputs]) if keep else 0
+            kwargs = {"logits_to_keep": torch.arange(first, width)} if keep else {}
+            input_ids, mask = input_ids.to(model.device), mask.to(model.device)
+            logits = model(input_ids=input_ids, attention_mask=mask, **kwargs).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
-            for row, i in enumerate(idx):
-                inputs, targets = encoded[i]
-                end = len(inputs)
-                span = logprobs[row, end - len(targets) : end]
-                target = torch.tensor(targets, device=span.device).unsqueeze(-1)
-                results[i] = span.gather(-1, target).sum().item()
+            for row, inputs in enumerate(batch):
+                end = len(inputs) - first
+                for n in rows[inputs]:
+                    span = logprobs[row, end - len(targets[n]) : end]
+                    target = torch.tensor(targets[n], device=span.device).unsqueeze(-1)
+                    results[n] = span.gather(-1, target).sum().item()
     model.train(was_training)
     return results
 
@@ -212,39 +236,48 @@ def evaluate_mcq(
     shots: int = 0,
     dev_items: Sequence[MCQ] | None = None,
     batch_size: int = 8,
+    norm: bool = True,
 ) -> dict[str, Any]:
-    """acc (letters " A".." D") and acc_norm (choice texts, log-probability per byte) over `items`."""
+    """acc (letters " A".." D") and acc_norm (choice texts, log-probability per byte) over `items`.
+
+    With `norm=False` only the letters are scored (MMLU's metric, and all lm-eval's MMLU task scores): one forward
+    row per item instead of five, and `acc_norm` and the per-item `*_norm` fields are None."""
+    per = 8 if norm else 4
     requests = []
     for item in items:
         context = prompt(item, _shots_for(item, shots, dev_items))
         requests += [(context, f" {letter}") for letter in LETTERS]
-        requests += [(context, f" {choice}") for choice in item.choices]
+        if norm:
+            requests += [(context, f" {choice}") for choice in item.choices]
     lls = loglikelihoods(model, tokenizer, requests, batch_size)
     per_item = []
     for n, item in enumerate(items):
-        letter_lls = lls[8 * n : 8 * n + 4]
-        choice_lls = lls[8 * n + 4 : 8 * n + 8]
-        # lm-eval divides by the choice's length without the leading space; bytes, not characters, here.
-        normed = [ll / max(len(c.encode("utf-8")), 1) for ll, c in zip(choice_lls, item.choices, strict=True)]
+        letter_lls = lls[per * n : per * n + 4]
         pred = max(range(4), key=letter_lls.__getitem__)
-        pred_norm = max(range(4), key=normed.__getitem__)
+        pred_norm = normed = None
+        if norm:
+            choice_lls = lls[per * n + 4 : per * n + 8]
+            # lm-eval divides by the choice's length without the leading space; bytes, not characters, here.
+            normed = [ll / max(len(c.encode("utf-8")), 1) for ll, c in zip(choice_lls, item.choices, strict=True)]
+            pred_norm = max(range(4), key=normed.__getitem__)
         per_item.append(
             {
                 "id": item.id,
                 "subject": item.subject,
                 "answer": LETTERS[item.answer],
                 "pred": LETTERS[pred],
-                "pred_norm": LETTERS[pred_norm],
+                "pred_norm": None if pred_norm is None else LETTERS[pred_norm],
                 "correct": pred == item.answer,
-                "correct_norm": pred_norm == item.answer,
+                "correct_norm": None if pred_norm is None else pred_norm == item.answer,
                 "loglikelihoods": letter_lls,
                 "loglikelihoods_norm": normed,
             }
         )
     n = len(per_item)
+    acc_norm = (round(sum(r["correct_norm"] for r in per_item) / n, 4) if n else 0.0) if norm else None
     return {
         "acc": round(sum(r["correct"] for r in per_item) / n, 4) if n else 0.0,
-        "acc_norm": round(sum(r["correct_norm"] for r in per_item) / n, 4) if n else 0.0,
+        "acc_norm": acc_norm,
         "n": n,
         "per_item": per_item,
     }

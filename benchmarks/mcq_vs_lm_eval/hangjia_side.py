@@ -1,0 +1,73 @@
+"""Hangjia's half of mcq_vs_lm_eval; runs in .venv, in its own process so that its peak RSS is its own.
+
+Loads the model as the pipeline does, reads the first `limit` rows of each subject's test CSV and scores them with
+`evaluate_mcq(norm=False)`: the letters " A".." D", which is all lm-eval's MMLU task scores. Writes one JSON file
+with per-subject acc, every item's four log-likelihoods and prompt, and the times of model load, CSV reading and
+`evaluate_mcq` (prompts + tokenising + forward passes: the scoring).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--mmlu", required=True, help="folder with test/<subject>_test.csv")
+    parser.add_argument("--subjects", required=True, help="comma-separated")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    import torch
+    import transformers  # noqa: F401  imported before the load timer, as lm-eval's side imports it before its own
+
+    from hangjia.eval.mcq import evaluate_mcq, load_mmlu_csv, prompt
+    from hangjia.models import load_causal_lm, load_tokenizer
+
+    start = time.perf_counter()
+    model, tokenizer = load_causal_lm(Path(args.model_dir)), load_tokenizer(Path(args.model_dir))
+    load_s = time.perf_counter() - start
+
+    rows = {"n": 0}
+    model.register_forward_pre_hook(
+        lambda m, a, kw: rows.__setitem__("n", rows["n"] + kw["input_ids"].shape[0]), with_kwargs=True
+    )
+
+    start = time.perf_counter()
+    items = []
+    for subject in args.subjects.split(","):
+        items += load_mmlu_csv(Path(args.mmlu) / "test" / f"{subject}_test.csv", subject)[: args.limit]
+    read_s = time.perf_counter() - start
+    start = time.perf_counter()
+    result = evaluate_mcq(model, tokenizer, items, batch_size=args.batch_size, norm=False)
+    scoring_s = time.perf_counter() - start
+
+    subjects = {}
+    for item, row in zip(items, result["per_item"], strict=True):
+        subjects.setdefault(item.subject, []).append(
+            {"prompt": prompt(item), "loglikelihoods": row["loglikelihoods"], "correct": row["correct"]}
+        )
+    report = {
+        "versions": {"torch": torch.__version__},
+        "threads": torch.get_num_threads(),
+        "load_s": load_s,
+        "read_s": read_s,
+        "scoring_s": scoring_s,
+        "total_s": read_s + scoring_s,
+        "requests": 4 * len(items),
+        "forward_rows": rows["n"],
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "subjects": {s: {"acc": sum(r["correct"] for r in rs) / len(rs), "items": rs} for s, rs in subjects.items()},
+    }
+    Path(args.out).write_text(json.dumps(report), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

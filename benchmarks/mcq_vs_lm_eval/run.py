@@ -1,0 +1,152 @@
+"""mcq_vs_lm_eval: Hangjia's MCQ scorer against lm-evaluation-harness on the same model and MMLU slice.
+
+Both score 0-shot MMLU by log-likelihood of " A".." D" after lm-eval's MMLU prompt, on CPU in float32 with the same
+batch size, each in its own process (lm-eval in benchmarks/.venvs/lm-eval, made by setup.sh; Hangjia in .venv), so
+each peak RSS is its own. Timed, per side:
+  load     model + tokenizer (reported, not in items/s);
+  scoring  lm-eval: its `loglikelihood` call (tokenising, batching, forward passes);
+           Hangjia: `evaluate_mcq` (prompts, tokenising, batching, forward passes)  -> the headline items/s;
+  whole    lm-eval: `simple_evaluate` (CSV loading, prompts, scoring, metrics; its task index is built before);
+           Hangjia: reading the CSVs + `evaluate_mcq`.
+Items/s counts MMLU questions. The script also checks that both sides built the same prompts and compares every
+log-likelihood.
+
+Usage: .venv/bin/python benchmarks/mcq_vs_lm_eval/run.py [--batch-size 8] [--limit 50] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+LM_EVAL_PYTHON = REPO / "benchmarks/.venvs/lm-eval/bin/python"
+SUBJECTS = ["high_school_geography", "high_school_biology", "nutrition", "miscellaneous"]
+
+
+def run_side(name: str, command: list[str], cwd: Path) -> float:
+    """Runs one side in its own process; returns the process's wall time (imports included)."""
+    # Everything is local: never let transformers / datasets try the network.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    print(f"[{name}] {' '.join(command)}", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=env)
+    if done.returncode != 0:
+        sys.exit(f"{name} failed (exit {done.returncode}); its output is above.")
+    return time.perf_counter() - start
+
+
+def compare(lm: dict, hj: dict, subjects: list[str]) -> dict:
+    """Same prompts? Same predictions? Largest log-likelihood gap? Over items both sides scored."""
+    same_prompt = same_pred = n = 0
+    max_gap = 0.0
+    for subject in subjects:
+        lm_items = lm["tasks"][f"local_mmlu_{subject}"]["samples"]
+        hj_items = hj["subjects"][subject]["items"]
+        if len(lm_items) != len(hj_items):
+            sys.exit(f"{subject}: lm-eval scored {len(lm_items)} items, Hangjia {len(hj_items)}.")
+        for a, b in zip(lm_items, hj_items, strict=True):
+            n += 1
+            contexts = {ctx for ctx, _ in a["requests"]}
+            conts = [cont for _, cont in a["requests"]]
+            same_prompt += contexts == {b["prompt"]} and conts == [" A", " B", " C", " D"]
+            lla, llb = a["loglikelihoods"], b["loglikelihoods"]
+            same_pred += max(range(4), key=lla.__getitem__) == max(range(4), key=llb.__getitem__)
+            max_gap = max(max_gap, *(abs(x - y) for x, y in zip(lla, llb, strict=True)))
+    return {"items": n, "same_prompt": same_prompt, "same_prediction": same_pred, "max_loglikelihood_gap": max_gap}
+
+
+def table(lm: dict, hj: dict, subjects: list[str], check: dict, limit: int) -> str:
+    n = check["items"]
+    lm_acc = {s: lm["tasks"][f"local_mmlu_{s}"]["acc"] for s in subjects}
+    hj_acc = {s: hj["subjects"][s]["acc"] for s in subjects}
+    counts = {s: len(hj["subjects"][s]["items"]) for s in subjects}
+    mean = {side: sum(acc[s] * counts[s] for s in subjects) / n for side, acc in (("lm", lm_acc), ("hj", hj_acc))}
+    lines = [
+        "| | lm-eval | Hangjia |",
+        "|---|---:|---:|",
+        *(f"| acc {s} ({counts[s]}) | {100 * lm_acc[s]:.1f} | {100 * hj_acc[s]:.1f} |" for s in subjects),
+        f"| **acc, all {n} items** | **{100 * mean['lm']:.1f}** | **{100 * mean['hj']:.1f}** |",
+        f"| model load, s | {lm['load_s']:.2f} | {hj['load_s']:.2f} |",
+        "| lm-eval task index (not in whole eval) / Hangjia CSV read (in it), s | "
+        f"{lm['task_index_s']:.2f} | {hj['read_s']:.2f} |",
+        f"| scoring, s | {lm['scoring_s']:.2f} | {hj['scoring_s']:.2f} |",
+        f"| **items/s (scoring)** | **{n / lm['scoring_s']:.2f}** | **{n / hj['scoring_s']:.2f}** |",
+        f"| whole eval, s | {lm['total_s']:.2f} | {hj['total_s']:.2f} |",
+        f"| items/s (whole eval) | {n / lm['total_s']:.2f} | {n / hj['total_s']:.2f} |",
+        "| requests / forward rows | "
+        f"{lm['requests']} / {lm['forward_rows']} | {hj['requests']} / {hj['forward_rows']} |",
+        f"| process wall, s (imports included) | {lm['process_s']:.1f} | {hj['process_s']:.1f} |",
+        f"| peak RSS, MiB | {lm['peak_rss_mib']:.0f} | {hj['peak_rss_mib']:.0f} |",
+    ]
+    gap = abs(mean["lm"] - mean["hj"]) * 100
+    ratio = lm["scoring_s"] / hj["scoring_s"]
+    whole = lm["total_s"] / hj["total_s"]
+    lines += [
+        "",
+        f"|Δ acc| = {gap:.2f} points (target ≤ 0.5) · speed Hangjia / lm-eval = **{ratio:.2f}×** scoring, "
+        f"{whole:.2f}× whole eval (target ≥ 2×)",
+        f"same prompts: {check['same_prompt']}/{n} · same prediction: {check['same_prediction']}/{n} · "
+        f"largest |Δ log-likelihood|: {check['max_loglikelihood_gap']:.2e}",
+        f"lm-eval {lm['versions']['lm_eval']}, torch {lm['versions']['torch']} (both sides: "
+        f"{hj['versions']['torch']}), {hj['threads']} torch threads, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, {limit} items per subject, 0-shot",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=8, help="forward rows per batch, both sides (default 8)")
+    parser.add_argument("--limit", type=int, default=50, help="first N test questions per subject (default 50)")
+    parser.add_argument("--subjects", default=",".join(SUBJECTS), help="comma-separated MMLU subjects")
+    parser.add_argument("--mmlu", type=Path, default=REPO.parent / "shared/benchmarks/mmlu", help="MMLU folder")
+    parser.add_argument("--model", default="embedded", help="'embedded' or a local Hugging Face model folder")
+    parser.add_argument("--json", type=Path, help="also write both sides' full reports here")
+    args = parser.parse_args()
+
+    from hangjia.models import resolve_base
+
+    subjects = args.subjects.split(",")
+    mmlu = args.mmlu.resolve()
+    missing = [s for s in subjects if not (mmlu / "test" / f"{s}_test.csv").is_file()]
+    if missing:
+        sys.exit(f"No MMLU test file for {', '.join(missing)} under {mmlu}; pass --mmlu or fix --subjects.")
+    unknown = [s for s in subjects if not (HERE / "tasks" / f"local_mmlu_{s}.yaml").is_file()]
+    if unknown:
+        sys.exit(f"No lm-eval task YAML for {', '.join(unknown)} in {HERE / 'tasks'}; add local_mmlu_<subject>.yaml.")
+    if not LM_EVAL_PYTHON.is_file():
+        sys.exit(f"{LM_EVAL_PYTHON} is missing; run benchmarks/mcq_vs_lm_eval/setup.sh first.")
+    model_dir = str(resolve_base(args.model))
+    common = ["--model-dir", model_dir, "--batch-size", str(args.batch_size), "--limit", str(args.limit)]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        lm_out, hj_out = Path(tmp) / "lm_eval.json", Path(tmp) / "hangjia.json"
+        tasks = ",".join(f"local_mmlu_{s}" for s in subjects)
+        lm_cmd = [str(LM_EVAL_PYTHON), str(HERE / "lm_eval_side.py"), *common, "--tasks", tasks]
+        lm_cmd += ["--include-path", str(HERE / "tasks"), "--out", str(lm_out)]
+        # lm-eval's task YAMLs name the CSVs relative to the MMLU folder.
+        lm_process_s = run_side("lm-eval", lm_cmd, cwd=mmlu)
+        hj_cmd = [sys.executable, str(HERE / "hangjia_side.py"), *common, "--mmlu", str(mmlu)]
+        hj_cmd += ["--subjects", ",".join(subjects), "--out", str(hj_out)]
+        hj_process_s = run_side("hangjia", hj_cmd, cwd=REPO)
+        lm = json.loads(lm_out.read_text(encoding="utf-8")) | {"process_s": lm_process_s}
+        hj = json.loads(hj_out.read_text(encoding="utf-8")) | {"process_s": hj_process_s}
+
+    check = compare(lm, hj, subjects)
+    print(f"\n## mcq_vs_lm_eval: batch size {args.batch_size}, model {model_dir}\n")
+    print(table(lm, hj, subjects, check, args.limit))
+    if args.json:
+        args.json.write_text(json.dumps({"lm_eval": lm, "hangjia": hj, "check": check}, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
