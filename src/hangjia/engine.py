@@ -1,7 +1,8 @@
-"""The generation engine: one base model, an optional LoRA adapter, an optional retrieval index.
+"""The generation engine: one base model, an optional adapter (or fully tuned model), an optional retrieval index.
 
 `base` runs with the adapter switched off and `domain` with it on, so both share one copy of
-the weights. Calls are serialised by a lock: one CPU model, one generation at a time.
+the weights; a fully fine-tuned domain model (train.method: full) is a second model beside the base.
+Calls are serialised by a lock: one CPU model, one generation at a time.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ class Engine:
         self.adapter_dir = adapter_dir
         self.tokenizer = load_tokenizer(base_dir)
         self.tokenizer.padding_side = "left"  # batched decoding needs prompts right-aligned
-        self.model = load_causal_lm(base_dir, adapter_dir)
+        # A folder with a config.json and no adapter_config.json is a whole model (full fine-tuning).
+        full = adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").is_file()
+        self.model = load_causal_lm(base_dir, None if full else adapter_dir)
+        self.full_model = load_causal_lm(adapter_dir) if full else None
         self.index = index
         self.rag_top_k = rag_top_k
         # A model may end a turn on several tokens (Llama-3's <|eot_id|>, Qwen's pair): honour them all.
@@ -72,7 +76,10 @@ class Engine:
         from hangjia.rag.index import BM25Index
 
         train = workspace.manifest("train")
-        adapter = workspace.stage_dir("train") / "adapter" if train else None
+        adapter = None
+        if train:
+            full = workspace.stage_dir("train") / "model"
+            adapter = full if full.is_dir() else workspace.stage_dir("train") / "adapter"
         dpo = workspace.manifest("dpo")
         if train and dpo and dpo.get("inputs", {}).get("train") == train["fingerprint"]:
             adapter = workspace.stage_dir("dpo") / "adapter"
@@ -148,15 +155,18 @@ class Engine:
         """The model with `name`'s weights (adapter on for domain, off for base), held for direct use
         such as log-likelihood scoring; generation through this engine waits meanwhile."""
         self.check_model(name)
-        with self._lock, self._adapter_scope(name):
+        with self._lock, self._weights(name) as model:
+            yield model
+
+    @contextmanager
+    def _weights(self, name: str) -> Iterator[PreTrainedModel]:
+        if self.full_model is not None:
+            yield self.full_model if name == DOMAIN else self.model
+        elif name == BASE and self.adapter_dir is not None:
+            with self.model.disable_adapter():
+                yield self.model
+        else:
             yield self.model
-
-    def _adapter_scope(self, name: str):
-        from contextlib import nullcontext
-
-        if name == BASE and self.adapter_dir is not None:
-            return self.model.disable_adapter()
-        return nullcontext()
 
     def generate_batch(
         self, batch: list[list[dict[str, str]]], name: str, params: GenerationParams
@@ -166,8 +176,8 @@ class Engine:
 
         self.check_model(name)
         enc = self._encode(batch, params.max_new_tokens)
-        with self._lock, self._adapter_scope(name), torch.inference_mode():
-            out = self.model.generate(**enc, **self._generate_kwargs(params))
+        with self._lock, self._weights(name) as model, torch.inference_mode():
+            out = model.generate(**enc, **self._generate_kwargs(params))
         prompt_len = enc["input_ids"].shape[1]
         results = []
         for row, mask in zip(out, enc["attention_mask"], strict=True):
@@ -200,8 +210,8 @@ class Engine:
             import torch
 
             try:
-                with self._lock, self._adapter_scope(name), torch.inference_mode():
-                    out = self.model.generate(**enc, **self._generate_kwargs(params), streamer=streamer)
+                with self._lock, self._weights(name) as model, torch.inference_mode():
+                    out = model.generate(**enc, **self._generate_kwargs(params), streamer=streamer)
             except BaseException:
                 streamer.end()  # unblock the consumer; it sees a short answer rather than hanging
                 summary.finish_reason = "error"

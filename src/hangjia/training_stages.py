@@ -116,7 +116,9 @@ def _made_preferences(ws: Workspace, cfg: ProjectConfig, status) -> list[tuple[s
     train = ws.require("train", "`hangjia train`")
     rows = [r for r in read_jsonl(ws.stage_dir("select") / "train.jsonl") if r.get("generator") != "general"]
     rows = random.Random(cfg.preference.seed).sample(rows, len(rows))
-    engine = Engine(resolve_base(train["config"]["base_model"], ws.root), ws.stage_dir("train") / "adapter")
+    full = ws.stage_dir("train") / "model"
+    tuned = full if full.is_dir() else ws.stage_dir("train") / "adapter"
+    engine = Engine(resolve_base(train["config"]["base_model"], ws.root), tuned)
     params = GenerationParams(max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0)
     made: list[tuple[str, str, str]] = []
     for start in range(0, len(rows), cfg.eval.batch_size):
@@ -198,6 +200,11 @@ def dpo(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False
     from hangjia.train.preference import DPOArgs, train_dpo
 
     inputs = _preference_inputs(ws, cfg)
+    if (ws.stage_dir("train") / "model").is_dir():
+        raise HangjiaError(
+            "DPO continues the SFT adapter, but train.method full wrote a whole model; train with method lora, or "
+            f"set train.base_model to {ws.stage_dir('train') / 'model'} and train a LoRA adapter on it first."
+        )
     config = {**cfg.preference.model_dump(mode="json"), "max_new_tokens": cfg.eval.max_new_tokens}
     if not force and ws.is_current("dpo", inputs, config):
         return _skipped("dpo", ws)

@@ -61,5 +61,28 @@ def test_prompt_learning_trains_only_its_virtual_tokens_and_serves(tiny_model_di
 
 
 def test_packing_is_refused_with_virtual_tokens(tiny_model_dir, tmp_path):
-    with pytest.raises(HangjiaError, match="packing needs train.method lora"):
+    with pytest.raises(HangjiaError, match="packing needs train.method lora or full"):
         build_trainer(tiny_model_dir, PAIRS, [], tmp_path, _args(method="prefix", packing=True))
+
+
+def test_full_fine_tuning_saves_a_whole_model_that_the_engine_serves_beside_the_base(tiny_model_dir, tmp_path):
+    trainer = build_trainer(tiny_model_dir, PAIRS, [], tmp_path / "probe", _args(method="full", max_steps=1))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert {"model.embed_tokens.weight", "model.layers.0.mlp.down_proj.weight"} <= changed
+
+    metrics = train_lora_sft(tiny_model_dir, PAIRS[:10], PAIRS[10:], tmp_path, _args(method="full", learning_rate=1e-2))
+    assert metrics["val_loss_after"] < metrics["val_loss_before"]
+    assert (tmp_path / "model" / "config.json").is_file() and not (tmp_path / "adapter").exists()
+    engine = Engine(tiny_model_dir, tmp_path / "model")
+    assert engine.full_model is not None
+    enc = engine._encode([engine.prepare([{"role": "user", "content": PAIRS[0][0]}], rag=False)[0]], 8)
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    tuned = AutoModelForCausalLM.from_pretrained(tmp_path / "model", dtype=torch.float32).eval()
+    with torch.inference_mode():
+        with engine.using("base") as base:
+            assert torch.equal(base(**enc).logits, plain(**enc).logits)
+        with engine.using("domain") as domain:
+            assert torch.equal(domain(**enc).logits, tuned(**enc).logits)
+        assert not torch.allclose(tuned(**enc).logits, plain(**enc).logits, atol=1e-3)

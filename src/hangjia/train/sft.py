@@ -35,7 +35,7 @@ from hangjia.prompts import question_messages
 from hangjia.train.packing import PackingCollator
 
 logger = logging.getLogger(__name__)
-METHODS = ("lora", "prefix", "ptuning")
+METHODS = ("lora", "full", "prefix", "ptuning")
 
 
 @dataclass
@@ -77,8 +77,8 @@ class LoraSFTArgs:
     bf16: bool = False
     """bfloat16 autocast where torch reports support (else fp32 and a warning); on x86 CPUs without AMX, slower."""
     method: str = "lora"
-    """The PEFT method: lora, prefix (prefix tuning: trained key/value prefixes in every layer) or ptuning
-    (P-tuning: virtual prompt tokens from a small encoder)."""
+    """lora; full (every weight, saved as a whole model in out_dir/model); prefix (prefix tuning: trained key/value
+    prefixes in every layer) or ptuning (P-tuning: virtual prompt tokens from a small encoder)."""
     num_virtual_tokens: int = 20
     """Prefix / P-tuning: virtual tokens prepended to every input."""
 
@@ -170,7 +170,8 @@ def train_lora_sft(
     args: LoraSFTArgs,
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train a LoRA adapter into `out_dir/adapter`; log every step to `out_dir/trainer_log.jsonl`.
+    """Train an adapter into `out_dir/adapter` (with method full: the whole model into `out_dir/model`); log every
+    step to `out_dir/trainer_log.jsonl`.
 
     Validation losses measured during training go to `out_dir/eval_log.jsonl`. Returns metrics, including
     validation loss before and after training (the honest "did it learn").
@@ -188,8 +189,9 @@ def train_lora_sft(
     # The first evaluation on record: this run's, or on resume the one the first run made (the state is restored).
     val_before = next((r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r), math.nan)
     val_after = _val_loss(trainer)  # with early stopping: of the best adapter, which is now loaded
-    trainer.model.save_pretrained(out_dir / "adapter")
-    tokenizer.save_pretrained(out_dir / "adapter")
+    saved = out_dir / ("model" if args.method == "full" else "adapter")
+    trainer.model.save_pretrained(saved)
+    tokenizer.save_pretrained(saved)
     losses = [json.loads(line)["loss"] for line in log.path.read_text().splitlines() if '"loss"' in line]
     state = trainer.state
     return {
@@ -227,7 +229,9 @@ def _step_of(checkpoint: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
-def _peft_config(args: LoraSFTArgs, hidden_size: int) -> PeftConfig:
+def _peft_config(args: LoraSFTArgs, hidden_size: int) -> PeftConfig | None:
+    if args.method == "full":
+        return None
     if args.method == "lora":
         return LoraConfig(
             r=args.lora_r,
@@ -246,10 +250,10 @@ def _peft_config(args: LoraSFTArgs, hidden_size: int) -> PeftConfig:
 def _check(args: LoraSFTArgs, val_pairs: list[tuple[str, str]]) -> None:
     if args.method not in METHODS:
         raise HangjiaError(f"Unknown train.method '{args.method}'; use one of {', '.join(METHODS)}.")
-    if args.packing and args.method != "lora":
+    if args.packing and args.method in ("prefix", "ptuning"):
         raise HangjiaError(
-            f"train.packing needs train.method lora: {args.method} adds virtual tokens the packing mask does not "
-            "cover. Turn packing off or use lora."
+            f"train.packing needs train.method lora or full: {args.method} adds virtual tokens the packing mask "
+            "does not cover. Turn packing off or use lora."
         )
     if args.early_stopping_patience > 0:
         if args.eval_steps <= 0 or not val_pairs:
