@@ -148,7 +148,7 @@ def build_trainer(
     callbacks = list(callbacks or [])
     if early_stopping:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
-    trainer = SFTTrainer(
+    trainer = AnswerLossSFTTrainer(
         model=model,
         args=config,
         data_collator=collator,
@@ -160,6 +160,35 @@ def build_trainer(
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the caller shows progress instead
     return trainer
+
+
+class AnswerLossSFTTrainer(SFTTrainer):
+    """TRL's SFTTrainer, with a loss that projects only the answer positions onto the vocabulary.
+
+    The loss is on the answer tokens alone (~1 in 8 positions on the sample domain), yet TRL's fused head scores
+    every position on CPU (it keeps only labelled positions on Triton devices). Here the backbone runs as usual and
+    the LM head (576 x 49,152 for SmolLM2: a fifth of the model's work per position) and the log-softmax run on
+    the labelled positions only. The loss is TRL's: summed negative log-likelihood over `num_items_in_batch` (or
+    the labelled count). Used on one process with LoRA or full fine-tuning; DDP (whose forward must wrap the
+    call), virtual-token methods and `return_outputs` take TRL's path unchanged.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inner = self.accelerator.unwrap_model(model)
+        prompt_learning = getattr(getattr(inner, "active_peft_config", None), "is_prompt_learning", False)
+        if return_outputs or inner is not model or prompt_learning or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        causal_lm = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+        features = {k: v for k, v in inputs.items() if k not in ("labels", "num_items_in_batch")}
+        targets = inputs["labels"][:, 1:]
+        mask = targets != -100
+        # accelerate applies mixed precision by wrapping the model's forward, which this path goes around.
+        with self.accelerator.autocast():
+            hidden = causal_lm.get_decoder()(**features, use_cache=False).last_hidden_state[:, :-1]
+            logits = causal_lm.get_output_embeddings()(hidden[mask]).float()
+        total = torch.nn.functional.cross_entropy(logits, targets[mask], reduction="sum")
+        count = mask.sum() if num_items_in_batch is None else num_items_in_batch
+        return total / torch.as_tensor(count).clamp(min=1)
 
 
 def train_lora_sft(
