@@ -267,6 +267,27 @@ def reward(
 
 
 @app.command()
+def export(
+    workspace: WorkspaceOpt,
+    config: ConfigOpt = None,
+    formats: Annotated[str, typer.Option("--formats", help="GGUF types to write, comma-separated.")] = "f16,q8_0",
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Compare llama.cpp's greedy output with transformers'.")
+    ] = True,
+    force: ForceOpt = False,
+) -> None:
+    """Merge the `domain` model into its base and write GGUF files (f16, q8_0) that llama.cpp runs; WORKSPACE/export.
+
+    --verify (the default, needs `pip install hangjia[export]`) decodes a few prompts greedily with llama.cpp and with
+    transformers and reports where the tokens agree."""
+    from hangjia import training_stages
+
+    ws, cfg = _setup(workspace, config)
+    wanted = tuple(f.strip() for f in formats.split(",") if f.strip())
+    _summary([training_stages.export(ws, cfg, console, wanted, verify, force)], "export")
+
+
+@app.command()
 def tune(
     workspace: WorkspaceOpt,
     config: ConfigOpt = None,

@@ -44,6 +44,20 @@ class GenerationParams:
     top_p: float = 1.0
 
 
+def domain_weights(workspace: Workspace, base_model: str) -> tuple[Path, Path | None]:
+    """(base model folder, what makes it `domain`): the SFT adapter (or whole model, method full), or the DPO adapter
+    when `hangjia dpo` ran on the current SFT adapter; no second element before training."""
+    train = workspace.manifest("train")
+    if not train:
+        return resolve_base(base_model, workspace.root), None
+    full = workspace.stage_dir("train") / "model"
+    tuned = full if full.is_dir() else workspace.stage_dir("train") / "adapter"
+    dpo = workspace.manifest("dpo")
+    if dpo and dpo.get("inputs", {}).get("train") == train["fingerprint"]:
+        tuned = workspace.stage_dir("dpo") / "adapter"
+    return resolve_base(train["config"]["base_model"], workspace.root), tuned
+
+
 class Engine:
     def __init__(
         self,
@@ -75,15 +89,7 @@ class Engine:
         `dpo/adapter` when `hangjia dpo` has run on this very SFT adapter), retrieval from `index/` when built."""
         from hangjia.rag.index import BM25Index
 
-        train = workspace.manifest("train")
-        adapter = None
-        if train:
-            full = workspace.stage_dir("train") / "model"
-            adapter = full if full.is_dir() else workspace.stage_dir("train") / "adapter"
-        dpo = workspace.manifest("dpo")
-        if train and dpo and dpo.get("inputs", {}).get("train") == train["fingerprint"]:
-            adapter = workspace.stage_dir("dpo") / "adapter"
-        base_dir = resolve_base(train["config"]["base_model"] if train else base_model, workspace.root)
+        base_dir, adapter = domain_weights(workspace, base_model)
         index = BM25Index.load(workspace.stage_dir("index")) if workspace.manifest("index") else None
         return cls(base_dir, adapter, index, rag_top_k)
 

@@ -256,3 +256,50 @@ def reward(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
         (run.dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         run.counts.update(metrics, origin=origin)
     return _done("reward", ws)
+
+
+# ---------------------------------------------------------------- export
+
+VERIFY_PROMPTS = (
+    "What does error code E24 mean on a Kestrel dishwasher?",
+    "How long is the warranty on a Kestrel heat pump compressor?",
+    "Summarise what a service technician checks first when a dishwasher does not drain.",
+)
+
+
+def export(
+    ws: Workspace, cfg: ProjectConfig, console: Console, formats: tuple[str, ...], verify: bool, force: bool = False
+) -> dict[str, Any]:
+    """The `domain` model merged into its base (fp32 safetensors) and written as GGUF files for llama.cpp; with
+    `verify`, llama.cpp's greedy tokens are compared with transformers' on a few prompts."""
+    from hangjia.engine import domain_weights
+    from hangjia.train.export import export_model
+
+    train = ws.require("train", "`hangjia train`")
+    base_dir, tuned = domain_weights(ws, cfg.train.base_model)
+    if (tuned / "adapter_config.json").is_file() and json.loads((tuned / "adapter_config.json").read_text()).get(
+        "peft_type"
+    ) in ("PREFIX_TUNING", "P_TUNING"):
+        raise HangjiaError(
+            "Prefix tuning and P-tuning add virtual tokens at run time, which cannot be merged into the weights or "
+            "written to GGUF; export needs train.method lora or full."
+        )
+    inputs = {"train": train["fingerprint"], "domain": str(tuned.relative_to(ws.root))}
+    if tuned.parent.name == "dpo":
+        inputs["dpo"] = ws.manifest("dpo")["fingerprint"]
+    config = {"formats": list(formats), "verify": verify}
+    if not force and ws.is_current("export", inputs, config):
+        return _skipped("export", ws)
+    full = (tuned / "config.json").is_file() and not (tuned / "adapter_config.json").is_file()
+    with ws.stage("export", inputs, config) as run, console.status(f"merging and writing {', '.join(formats)}"):
+        summary = export_model(
+            str(tuned if full else base_dir),
+            None if full else tuned,
+            run.dir,
+            formats=formats,
+            verify_prompts=list(VERIFY_PROMPTS) if verify else None,
+        )
+        run.counts.update({f"{fmt}_bytes": v["bytes"] for fmt, v in summary["gguf"].items()})
+        for fmt, rows in summary.get("verify", {}).items():
+            run.counts[f"{fmt}_greedy_match"] = f"{sum(r['match'] for r in rows)}/{len(rows)}"
+    return _done("export", ws)
