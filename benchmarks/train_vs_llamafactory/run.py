@@ -12,7 +12,7 @@ token with TRL's, loss mask included. Every hyperparameter comes from the config
 into LLaMA-Factory's YAML explicitly, optimizer settings as our trainer resolved them.
 
 Each side runs in its own process, one after the other (LLaMA-Factory first), so peak RSS is its own
-(os.wait4). Hangjia runs twice by default: packing off (TrainConfig's default) and on. Reported per run:
+(os.wait4). Hangjia runs twice by default: packing on (TrainConfig's default) and off. Reported per run:
   samples/s    examples trained on (examples × epochs, or max_steps × batch) / the trainer's train_runtime
   tokens/s     the same examples' non-pad tokens (prompt + answer, as tokenized) / train_runtime
   final loss   mean logged training loss over the last 10% of optimizer steps (at least one step)

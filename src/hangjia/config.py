@@ -179,8 +179,9 @@ class TrainConfig(_Section):
     """Longest tokenized example; longer ones are truncated."""
     seed: int = 0
     """Seed for data order and adapter initialisation."""
-    packing: bool = False
-    """Pack several examples per row (a block-diagonal mask keeps them apart): fewer padding tokens, same loss."""
+    packing: bool = True
+    """Pack each batch's examples into rows (a block-diagonal mask keeps them apart): fewer padding tokens, same
+    examples per step, same loss. Applies to lora and full; prefix and ptuning always train unpacked."""
     save_steps: int = Field(0, ge=0)
     """Checkpoint every N steps (0: none); `hangjia train --resume` continues from the newest one after a crash."""
     eval_steps: int = Field(0, ge=0)

@@ -491,7 +491,9 @@ def _sft_args(cfg: ProjectConfig, resume: bool = False):
     from hangjia.train.sft import LoraSFTArgs
 
     launch = {"base_model", "nproc", "accelerate_config"}
-    return LoraSFTArgs(**{k: v for k, v in cfg.train.model_dump().items() if k not in launch}, resume=resume)
+    args = LoraSFTArgs(**{k: v for k, v in cfg.train.model_dump().items() if k not in launch}, resume=resume)
+    args.packing = args.packing and args.method in ("lora", "full")  # virtual tokens would fall outside the mask
+    return args
 
 
 def tune(ws: Workspace, cfg: ProjectConfig, console: Console) -> dict[str, Any]:
