@@ -25,7 +25,7 @@ SLICE = ["dishwasher_error_codes.md", "spare_parts_prices.csv", "warranty_policy
 HANGJIA = [sys.executable, "-m", "hangjia"]
 
 
-def run_cli(*args: str, stdin: str | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+def run_cli(*args: str, stdin: str | None = None, timeout: int = 1800) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run(
         [*HANGJIA, *args], capture_output=True, text=True, input=stdin, timeout=timeout, env=env, check=False
