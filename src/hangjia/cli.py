@@ -221,26 +221,34 @@ def pretrain(
     _summary([training_stages.pretrain(ws, cfg, console, force)], "pretrain")
 
 
-@app.command()
-def dpo(
-    workspace: WorkspaceOpt,
-    config: ConfigOpt = None,
-    preferences: Annotated[
-        Path | None,
-        typer.Option("--preferences", help="JSONL of question/chosen/rejected (overrides preference.file)."),
-    ] = None,
-    force: ForceOpt = False,
-    max_steps: Annotated[int | None, typer.Option(help="Override preference.max_steps.")] = None,
-) -> None:
-    """DPO on the SFT adapter: preference pairs from a file, or the domain model's own wrong answers to its
-    training questions (rejected) against the reference answers (chosen). The result becomes model `domain`."""
-    from hangjia import training_stages
+PreferencesOpt = Annotated[
+    Path | None, typer.Option("--preferences", help="JSONL of question/chosen/rejected (overrides preference.file).")
+]
+PreferenceStepsOpt = Annotated[int | None, typer.Option(help="Override preference.max_steps.")]
 
+
+def _preference_setup(workspace: Path, config: Path | None, preferences: Path | None, max_steps: int | None):
     ws, cfg = _setup(workspace, config)
     if preferences is not None:
         cfg.preference.file = preferences.expanduser().resolve()
     if max_steps is not None:
         cfg.preference.max_steps = max_steps
+    return ws, cfg
+
+
+@app.command()
+def dpo(
+    workspace: WorkspaceOpt,
+    config: ConfigOpt = None,
+    preferences: PreferencesOpt = None,
+    force: ForceOpt = False,
+    max_steps: PreferenceStepsOpt = None,
+) -> None:
+    """DPO on the SFT adapter: preference pairs from a file, or the domain model's own wrong answers to its
+    training questions (rejected) against the reference answers (chosen). The result becomes model `domain`."""
+    from hangjia import training_stages
+
+    ws, cfg = _preference_setup(workspace, config, preferences, max_steps)
     _summary([training_stages.dpo(ws, cfg, console, force)], "dpo")
 
 
@@ -248,21 +256,14 @@ def dpo(
 def reward(
     workspace: WorkspaceOpt,
     config: ConfigOpt = None,
-    preferences: Annotated[
-        Path | None,
-        typer.Option("--preferences", help="JSONL of question/chosen/rejected (overrides preference.file)."),
-    ] = None,
+    preferences: PreferencesOpt = None,
     force: ForceOpt = False,
-    max_steps: Annotated[int | None, typer.Option(help="Override preference.max_steps.")] = None,
+    max_steps: PreferenceStepsOpt = None,
 ) -> None:
     """Train a pairwise reward model (LoRA + score head) on preference pairs; WORKSPACE/reward/reward_model."""
     from hangjia import training_stages
 
-    ws, cfg = _setup(workspace, config)
-    if preferences is not None:
-        cfg.preference.file = preferences.expanduser().resolve()
-    if max_steps is not None:
-        cfg.preference.max_steps = max_steps
+    ws, cfg = _preference_setup(workspace, config, preferences, max_steps)
     _summary([training_stages.reward(ws, cfg, console, force)], "reward")
 
 
