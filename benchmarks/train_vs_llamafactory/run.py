@@ -12,7 +12,8 @@ token with TRL's, loss mask included. Every hyperparameter comes from the config
 into LLaMA-Factory's YAML explicitly, optimizer settings as our trainer resolved them.
 
 Each side runs in its own process, one after the other (LLaMA-Factory first), so peak RSS is its own
-(os.wait4). Hangjia runs twice by default: packing on (TrainConfig's default) and off. Reported per run:
+(os.wait4). Hangjia runs three times by default: unpacked, packed, and packed with the shared prefix
+(TrainConfig's default). Reported per run:
   samples/s    examples trained on (examples × epochs, or max_steps × batch) / the trainer's train_runtime
   tokens/s     the same examples' non-pad tokens (prompt + answer, as tokenized) / train_runtime
   final loss   mean logged training loss over the last 10% of optimizer steps (at least one step)
@@ -44,10 +45,18 @@ EXPORT_NAME = "hangjia_train"  # the dataset `hangjia select` registers in selec
 # LLaMA-Factory's template for SmolLM2 (data/template.py): ChatML turns, "{{content}}<|im_end|>\n" as the answer,
 # the tokenizer's own chat_template.jinja exactly; its default_system applies only to rows without a system column.
 LF_TEMPLATE = "smollm2"
+# Hangjia's runs: name in the report, LoraSFTArgs overrides. `shared` is what `hangjia train` does by default.
+HANGJIA_RUNS = {
+    "unpacked": ("hangjia", {"packing": False, "share_prefix": False}),
+    "packed": ("hangjia (packing)", {"packing": True, "share_prefix": False}),
+    "shared": ("hangjia (packing, shared prefix)", {"packing": True, "share_prefix": True}),
+}
 
 
 def main() -> None:
     opts = _parse()
+    if unknown := set(opts.hangjia) - set(HANGJIA_RUNS):
+        sys.exit(f"--hangjia: unknown run(s) {', '.join(sorted(unknown))}; use {', '.join(HANGJIA_RUNS)}.")
     load_before = os.getloadavg()[0]  # other work on the machine skews both sides; the report says how much
     ws = opts.workspace.resolve()
     prepare_data(opts.config, ws)
@@ -80,9 +89,9 @@ def main() -> None:
         runs["llamafactory"] = run_llamafactory(
             base_dir, export_dir, len(pairs), args, ours["trainer_args"], out, opts, env
         )
-    for packing in [False, True] if opts.packing is None else [opts.packing]:
-        name = "hangjia (packing)" if packing else "hangjia"
-        runs[name] = run_hangjia(base_dir, pairs, dataclasses.replace(args, packing=packing), out, name, env)
+    for variant in opts.hangjia:
+        name, over = HANGJIA_RUNS[variant]
+        runs[name] = run_hangjia(base_dir, pairs, dataclasses.replace(args, **over), out, name, env)
 
     tokens = {"hangjia": ours["lengths"]}
     identity = None
@@ -116,10 +125,10 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--max-steps", type=int, default=None, help="stop both after N optimizer steps (smoke runs)")
     p.add_argument("--limit", type=int, default=None, help="train on the first N examples only (smoke runs)")
     p.add_argument(
-        "--packing",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="Hangjia's side: only packed / only unpacked (default: both)",
+        "--hangjia",
+        type=lambda text: [v.strip() for v in text.split(",") if v.strip()],
+        default=list(HANGJIA_RUNS),
+        help=f"Hangjia's runs, comma-separated, of {', '.join(HANGJIA_RUNS)} (default: all)",
     )
     p.add_argument(
         "--lf-gradient-checkpointing",

@@ -2,7 +2,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from hangjia.train.packing import PackingCollator, block_causal_mask, pack_rows, padding_stats
+from hangjia.train.packing import (
+    PackingCollator,
+    block_causal_mask,
+    pack_rows,
+    padding_stats,
+    shared_prefix_length,
+)
 from hangjia.train.sft import LoraSFTArgs, build_trainer
 
 FIRST = list(range(5, 25))
@@ -67,6 +73,56 @@ def test_block_causal_mask_is_block_diagonal_and_causal():
     assert torch.equal(allowed, expected)
 
 
+def test_shared_prefix_stops_before_the_first_target():
+    ids = [[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 9], [1, 2, 3, 7, 8, 8]]
+    prompt_only = [[-100] * 4 + x[4:] for x in ids]
+    assert shared_prefix_length(ids, [[-100] * len(x) for x in ids]) == 3  # the common tokens 1, 2, 3
+    # Example 1's first target is at position 4, so position 3 must stay its own (it loses its label).
+    assert shared_prefix_length([ids[0], ids[1]], prompt_only[:2]) == 3
+    early = [[-100, -100, 2, 3, 4, 5, 6], [-100, -100, 3, 4, 9]]
+    assert shared_prefix_length([[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 9]], early) == 0  # 1 token: not worth it
+    assert shared_prefix_length([[1, 2, 3]], [[-100] * 3]) == 0  # one example shares with no one
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]], [[-100] * 3] * 2) == 2  # each keeps a token of its own
+
+
+def test_collator_lays_a_shared_prefix_down_once_per_row():
+    prefix = [7, 8, 9]
+    a, b = prefix + [10, 11, 12], prefix + [20, 21]
+    labels_a, labels_b = [-100] * 4 + [11, 12], [-100] * 4 + [21]
+    batch = PackingCollator(pad_token_id=0, max_length=16, share_prefix=True)(
+        [{"input_ids": a, "labels": labels_a}, {"input_ids": b, "labels": labels_b}]
+    )
+    assert batch["input_ids"].tolist() == [prefix + [10, 11, 12, 20, 21]]
+    # Each sample's positions continue from the prefix, as in the sample alone.
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 3, 4]]
+    assert batch["labels"].tolist() == [[-100] * 4 + [11, 12, -100, 21]]
+    allowed = batch["attention_mask"][0, 0] == 0
+    assert allowed[6, :3].all() and allowed[6, 6] and not allowed[6, 3:6].any()  # b sees the prefix, not a
+    assert allowed[2, :3].all() and not allowed[2, 3:].any()
+    # Unshared, the same examples cost 11 tokens; the row above is 8.
+    plain = PackingCollator(pad_token_id=0, max_length=16)([{"input_ids": a, "labels": labels_a}, {"input_ids": b}])
+    assert plain["input_ids"].shape == (1, 11)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_a_sample_behind_a_shared_prefix_computes_as_alone(tiny_model_dir, attn):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn).eval()
+    prefix = list(range(50, 58))
+    samples = [prefix + FIRST, prefix + SECOND, prefix + [3, 4, 5]]
+    collate = PackingCollator(pad_token_id=0, max_length=64, share_prefix=True)
+    batch = collate([{"input_ids": x, "labels": [-100] * len(x)} for x in samples])
+    assert batch["input_ids"].shape == (1, 8 + 20 + 11 + 3)
+    with torch.no_grad():
+        packed = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
+        start = len(prefix)
+        for x in samples:
+            alone = model(torch.tensor([x])).logits[0]
+            torch.testing.assert_close(packed[: len(prefix)], alone[: len(prefix)], atol=1e-5, rtol=0)
+            own = len(x) - len(prefix)
+            torch.testing.assert_close(packed[start : start + own], alone[len(prefix) :], atol=1e-5, rtol=0)
+            start += own
+
+
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_a_packed_sample_sees_only_itself(tiny_model_dir, attn):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn).eval()
@@ -88,7 +144,9 @@ def test_a_packed_sample_sees_only_itself(tiny_model_dir, attn):
 def test_packed_training_gets_the_mask_and_the_padded_runs_losses(tiny_model_dir, tmp_path):
     losses, masks = {}, []
     for packing in (False, True):
-        trainer = build_trainer(tiny_model_dir, PAIRS, [], tmp_path / str(packing), _args(packing=packing))
+        trainer = build_trainer(
+            tiny_model_dir, PAIRS, [], tmp_path / str(packing), _args(packing=packing, share_prefix=False)
+        )
         decoder = trainer.model.get_base_model().model
         decoder.register_forward_pre_hook(lambda m, a, kw: masks.append(kw["attention_mask"]), with_kwargs=True)
         trainer.train()
@@ -100,6 +158,22 @@ def test_packed_training_gets_the_mask_and_the_padded_runs_losses(tiny_model_dir
     assert all((m[:, 0].tril() < 0).any() for m in packed_masks)
     # Same examples per step, no sample seeing another: packing changes the padding, not the loss.
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
+
+
+def test_shared_prefix_training_has_the_unshared_losses_and_weights(tiny_model_dir, tmp_path):
+    losses, weights, widths = {}, {}, []
+    for name, over in {"padded": {}, "shared": {"packing": True, "share_prefix": True}}.items():
+        trainer = build_trainer(tiny_model_dir, PAIRS, [], tmp_path / name, _args(**over))
+        decoder = trainer.model.get_base_model().model
+        decoder.register_forward_pre_hook(lambda m, a, kw: widths.append(kw["input_ids"].numel()), with_kwargs=True)
+        trainer.train()
+        losses[name] = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+        weights[name] = {k: v.detach().clone() for k, v in trainer.model.named_parameters() if v.requires_grad}
+    padded_tokens, shared_tokens = sum(widths[:2]), sum(widths[2:])
+    assert shared_tokens < 0.8 * padded_tokens  # the system turn and "<|im_start|>user\nWhat does fault code E"
+    assert losses["shared"] == pytest.approx(losses["padded"], abs=1e-5)
+    for key, value in weights["padded"].items():
+        torch.testing.assert_close(weights["shared"][key], value, atol=1e-5, rtol=1e-4)
 
 
 def test_padding_stats_counts_a_short_example_mix():

@@ -64,6 +64,8 @@ class LoraSFTArgs:
     """Seed for the adapter's initialisation and the data order."""
     packing: bool = False
     """Pack each batch into rows of `max_length` tokens, samples kept apart by a block-diagonal mask."""
+    share_prefix: bool = True
+    """With packing: the prompt tokens all of a batch's examples begin with are computed once per row."""
     save_steps: int = 0
     """Write a checkpoint to out_dir/checkpoints every this many steps (0: none)."""
     resume: bool = False
@@ -144,7 +146,7 @@ def build_trainer(
     collator = None
     if args.packing:
         # The model stays fp32 (bf16 is autocast), so an fp32 additive mask suits both sdpa and eager.
-        collator = PackingCollator(tokenizer.pad_token_id, args.max_length)
+        collator = PackingCollator(tokenizer.pad_token_id, args.max_length, share_prefix=args.share_prefix)
     callbacks = list(callbacks or [])
     if early_stopping:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
