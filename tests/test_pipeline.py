@@ -1,6 +1,7 @@
 """`build` over every stage with a tiny random model as the base: the wiring, fast."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -92,10 +93,40 @@ def test_build_runs_every_stage_with_a_local_model_dir_as_base(cfg, tmp_path):
     assert _gate(ws, cfg) == 0
     assert "gate" in (ws.stage_dir("eval") / "report.html").read_text().lower()
 
+    # Keep this adapter as the one "in production" before retraining.
+    production = tmp_path / "production"
+    shutil.copytree(ws.stage_dir("train") / "adapter", production)
+
     cfg.train.lora_r = 8  # a config change re-runs that stage and everything downstream of it
     third = pipeline.build(ws, cfg, console)
     assert [r["skipped"] for r in third] == [True, True, True, True, False, False]
     assert (ws.stage_dir("eval") / "report.html").is_file() and "retrieval" in results_json
+
+    # vs production: the kept adapter is a third model; it must score exactly as it did when it was `domain`.
+    cfg.eval.production = production
+    assert pipeline.evaluate(ws, cfg, console)["skipped"] is False
+    with_production = json.loads((ws.stage_dir("eval") / "results.json").read_text())
+    assert [(c["model"], c["rag"]) for c in with_production["conditions"]][-2:] == [
+        ("production", False),
+        ("production", True),
+    ]
+    before = {c["rag"]: c for c in results_json["conditions"] if c["model"] == "domain"}
+    for c in with_production["conditions"]:
+        if c["model"] == "production":
+            assert (c["accuracy"], c["by_type"]) == (before[c["rag"]]["accuracy"], before[c["rag"]]["by_type"])
+    old_choices = {r["set"]: r for r in results_json["choices"] if r["model"] == "domain"}
+    for r in with_production["choices"]:
+        if r["model"] == "production":
+            assert r["acc"] == old_choices[r["set"]]["acc"] and r["acc_norm"] == old_choices[r["set"]]["acc_norm"]
+    assert {r["model"] for r in with_production["choices"]} == {"base", "domain", "production"}
+    assert "production + RAG" in (ws.stage_dir("eval") / "report.html").read_text()
+    cfg.gate.reference = "production"  # the retrained adapter must beat the one in service
+    cfg.gate.min_domain_gain = 100.0
+    assert _gate(ws, cfg) == 1
+    assert json.loads((ws.stage_dir("eval") / "gate.json").read_text())["reference"] == "production"
+    cfg.eval.production = tmp_path / "docs"  # neither an adapter nor a model
+    with pytest.raises(HangjiaError, match="neither an adapter"):
+        pipeline.evaluate(ws, cfg, console)
 
 
 def test_a_failing_stage_keeps_the_previous_output(cfg, tmp_path):

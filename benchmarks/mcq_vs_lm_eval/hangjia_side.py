@@ -1,9 +1,10 @@
 """Hangjia's half of mcq_vs_lm_eval; runs in .venv, in its own process so that its peak RSS is its own.
 
 Loads the model as the pipeline does, reads the first `limit` rows of each subject's test CSV and scores them with
-`evaluate_mcq(norm=False)`: the letters " A".." D", which is all lm-eval's MMLU task scores. Writes one JSON file
-with per-subject acc, every item's four log-likelihoods and prompt, and the times of model load, CSV reading and
-`evaluate_mcq` (prompts + tokenising + forward passes: the scoring).
+`evaluate_mcq(norm=False)` (with `--shots N`, after the first N rows of the subject's dev CSV): the letters " A"..
+" D", which is all lm-eval's MMLU task scores. Writes one JSON file with per-subject acc, every item's four
+log-likelihoods and prompt, and the times of model load, CSV reading and `evaluate_mcq` (prompts + tokenising +
+forward passes: the scoring).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import json
 import resource
 import time
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -22,17 +24,20 @@ def main() -> None:
     parser.add_argument("--subjects", required=True, help="comma-separated")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--dtype", default="float32", help="float32 (as the pipeline loads) or bfloat16")
+    parser.add_argument("--shots", type=int, default=0, help="the first N rows of dev/<subject>_dev.csv, as lm-eval")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
     import torch
     import transformers  # noqa: F401  imported before the load timer, as lm-eval's side imports it before its own
 
-    from hangjia.eval.mcq import evaluate_mcq, load_mmlu_csv, prompt
+    from hangjia.eval.mcq import evaluate_mcq, load_mmlu_csv, prompt, shots_for
     from hangjia.models import load_causal_lm, load_tokenizer
 
     start = time.perf_counter()
     model, tokenizer = load_causal_lm(Path(args.model_dir)), load_tokenizer(Path(args.model_dir))
+    model.to(getattr(torch, args.dtype))
     load_s = time.perf_counter() - start
 
     rows = {"n": 0}
@@ -41,18 +46,26 @@ def main() -> None:
     )
 
     start = time.perf_counter()
-    items = []
+    items, dev = [], []
     for subject in args.subjects.split(","):
         items += load_mmlu_csv(Path(args.mmlu) / "test" / f"{subject}_test.csv", subject)[: args.limit]
+        if args.shots:
+            # Ids are "<subject>/<row>" in either file; the shots must not look like the test item they precede.
+            shots = load_mmlu_csv(Path(args.mmlu) / "dev" / f"{subject}_dev.csv", subject)
+            dev += [replace(shot, id=f"dev:{shot.id}") for shot in shots]
     read_s = time.perf_counter() - start
     start = time.perf_counter()
-    result = evaluate_mcq(model, tokenizer, items, batch_size=args.batch_size, norm=False)
+    result = evaluate_mcq(model, tokenizer, items, args.shots, dev, batch_size=args.batch_size, norm=False)
     scoring_s = time.perf_counter() - start
 
     subjects = {}
     for item, row in zip(items, result["per_item"], strict=True):
         subjects.setdefault(item.subject, []).append(
-            {"prompt": prompt(item), "loglikelihoods": row["loglikelihoods"], "correct": row["correct"]}
+            {
+                "prompt": prompt(item, shots_for(item, args.shots, dev)),
+                "loglikelihoods": row["loglikelihoods"],
+                "correct": row["correct"],
+            }
         )
     report = {
         "versions": {"torch": torch.__version__},

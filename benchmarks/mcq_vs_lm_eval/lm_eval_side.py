@@ -21,6 +21,8 @@ def main() -> None:
     parser.add_argument("--include-path", required=True)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--shots", type=int, default=0, help="num_fewshot: the first N dev rows (first_n sampler)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
@@ -30,7 +32,7 @@ def main() -> None:
     from lm_eval.tasks import TaskManager
 
     start = time.perf_counter()
-    lm = HFLM(pretrained=args.model_dir, device="cpu", dtype="float32", batch_size=args.batch_size)
+    lm = HFLM(pretrained=args.model_dir, device="cpu", dtype=args.dtype, batch_size=args.batch_size)
     load_s = time.perf_counter() - start
 
     rows = {"n": 0}
@@ -60,7 +62,7 @@ def main() -> None:
     results = lm_eval.simple_evaluate(
         model=lm,
         tasks=args.tasks.split(","),
-        num_fewshot=0,
+        num_fewshot=args.shots,
         limit=args.limit,
         batch_size=args.batch_size,
         bootstrap_iters=0,

@@ -1,8 +1,8 @@
 """mcq_vs_lm_eval: Hangjia's MCQ scorer against lm-evaluation-harness on the same model and MMLU slice.
 
-Both score 0-shot MMLU by log-likelihood of " A".." D" after lm-eval's MMLU prompt, on CPU in float32 with the same
-batch size, each in its own process (lm-eval in benchmarks/.venvs/lm-eval, made by setup.sh; Hangjia in .venv), so
-each peak RSS is its own. Timed, per side:
+Both score MMLU (0-shot unless --shots) by log-likelihood of " A".." D" after lm-eval's MMLU prompt, on CPU in float32
+(unless --dtype) with the same batch size, each in its own process (lm-eval in benchmarks/.venvs/lm-eval, made by
+setup.sh; Hangjia in .venv), so each peak RSS is its own. Timed, per side:
   load     model + tokenizer (reported, not in items/s);
   scoring  lm-eval: its `loglikelihood` call (tokenising, batching, forward passes);
            Hangjia: `evaluate_mcq` (prompts, tokenising, batching, forward passes)  -> the headline items/s;
@@ -11,7 +11,7 @@ each peak RSS is its own. Timed, per side:
 Items/s counts MMLU questions. The script also checks that both sides built the same prompts and compares every
 log-likelihood.
 
-Usage: .venv/bin/python benchmarks/mcq_vs_lm_eval/run.py [--batch-size 8] [--limit 50] [--json out.json]
+Usage: .venv/bin/python benchmarks/mcq_vs_lm_eval/run.py [--batch-size 8] [--limit 50] [--shots 0] [--json out.json]
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def compare(lm: dict, hj: dict, subjects: list[str]) -> dict:
     return {"items": n, "same_prompt": same_prompt, "same_prediction": same_pred, "max_loglikelihood_gap": max_gap}
 
 
-def table(lm: dict, hj: dict, subjects: list[str], check: dict, limit: int) -> str:
+def table(lm: dict, hj: dict, subjects: list[str], check: dict, limit: int, shots: int) -> str:
     n = check["items"]
     lm_acc = {s: lm["tasks"][f"local_mmlu_{s}"]["acc"] for s in subjects}
     hj_acc = {s: hj["subjects"][s]["acc"] for s in subjects}
@@ -98,7 +98,7 @@ def table(lm: dict, hj: dict, subjects: list[str], check: dict, limit: int) -> s
         f"largest |Δ log-likelihood|: {check['max_loglikelihood_gap']:.2e}",
         f"lm-eval {lm['versions']['lm_eval']}, torch {lm['versions']['torch']} (both sides: "
         f"{hj['versions']['torch']}), {hj['threads']} torch threads, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, {limit} items per subject, 0-shot",
+        f"Python {platform.python_version()}, {limit} items per subject, {shots}-shot",
     ]
     return "\n".join(lines)
 
@@ -107,8 +107,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=8, help="forward rows per batch, both sides (default 8)")
     parser.add_argument("--limit", type=int, default=50, help="first N test questions per subject (default 50)")
+    parser.add_argument(
+        "--shots", type=int, default=0, help="solved dev questions before each one, both sides (default 0; MMLU's 5)"
+    )
     parser.add_argument("--subjects", default=",".join(SUBJECTS), help="comma-separated MMLU subjects")
     parser.add_argument("--mmlu", type=Path, default=REPO.parent / "shared/benchmarks/mmlu", help="MMLU folder")
+    parser.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16"], help="weights and activations, both sides"
+    )
     parser.add_argument("--model", default="embedded", help="'embedded' or a local Hugging Face model folder")
     parser.add_argument("--json", type=Path, help="also write both sides' full reports here")
     args = parser.parse_args()
@@ -127,6 +133,7 @@ def main() -> None:
         sys.exit(f"{LM_EVAL_PYTHON} is missing; run benchmarks/mcq_vs_lm_eval/setup.sh first.")
     model_dir = str(resolve_base(args.model))
     common = ["--model-dir", model_dir, "--batch-size", str(args.batch_size), "--limit", str(args.limit)]
+    common += ["--shots", str(args.shots), "--dtype", args.dtype]
 
     with tempfile.TemporaryDirectory() as tmp:
         lm_out, hj_out = Path(tmp) / "lm_eval.json", Path(tmp) / "hangjia.json"
@@ -142,8 +149,8 @@ def main() -> None:
         hj = json.loads(hj_out.read_text(encoding="utf-8")) | {"process_s": hj_process_s}
 
     check = compare(lm, hj, subjects)
-    print(f"\n## mcq_vs_lm_eval: batch size {args.batch_size}, model {model_dir}\n")
-    print(table(lm, hj, subjects, check, args.limit))
+    print(f"\n## mcq_vs_lm_eval: {args.shots}-shot, {args.dtype}, batch size {args.batch_size}, model {model_dir}\n")
+    print(table(lm, hj, subjects, check, args.limit, args.shots))
     if args.json:
         args.json.write_text(json.dumps({"lm_eval": lm, "hangjia": hj, "check": check}, indent=1), encoding="utf-8")
 

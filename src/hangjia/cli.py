@@ -318,12 +318,20 @@ def eval_(
     config: ConfigOpt = None,
     questions: QuestionsOpt = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
+    production: Annotated[
+        Path | None,
+        typer.Option(
+            help="The model in service (an adapter or model folder): evaluated as a third model, `production`; "
+            "with gate.reference: production the gate compares the candidate with it."
+        ),
+    ] = None,
     force: ForceOpt = False,
     gate: Annotated[
         bool, typer.Option("--gate", help="Check the gate: rules; exit 1 when the candidate fails them, 2 on misuse.")
     ] = False,
 ) -> None:
-    """Score base vs tuned, RAG off vs on, on a questions.jsonl; print the table; write report.html/.md/.json."""
+    """Score base vs tuned (vs production), RAG off vs on, on a questions.jsonl; print the table; write
+    report.html/.md/.json."""
     from hangjia import pipeline
 
     ws, cfg = _setup(workspace, config)
@@ -331,6 +339,8 @@ def eval_(
         cfg.eval.questions = questions.expanduser().resolve()
     if limit is not None:
         cfg.eval.limit = limit
+    if production is not None:
+        cfg.eval.production = production.expanduser().resolve()
     _summary([pipeline.evaluate(ws, cfg, console, force)], "eval")
     print_eval_table(ws)
     if gate:

@@ -321,6 +321,10 @@ class EvalConfig(_Section):
     """Perplexity of each model on up to this many held-out chunks (those of select's val/test splits; 0: off)."""
     judge: JudgeConfig | None = None
     """LLM-as-judge through an OpenAI-compatible endpoint (none: off); its verdicts sit beside matched accuracy."""
+    production: Path | None = None
+    """The model in service now (an adapter folder such as a kept copy of an earlier train/adapter, or a whole model
+    folder): evaluated as a third model, `production`, beside base and domain. Set gate.reference: production to
+    block a candidate that is worse than it. None: base vs domain only."""
 
 
 class RagConfig(_Section):
@@ -406,6 +410,8 @@ def _resolve_paths(cfg: ProjectConfig, base: Path) -> ProjectConfig:
         cfg.eval.questions = (base / cfg.eval.questions).resolve()
     if cfg.eval.mcq is not None and not cfg.eval.mcq.is_absolute():
         cfg.eval.mcq = (base / cfg.eval.mcq).resolve()
+    if cfg.eval.production is not None and not cfg.eval.production.is_absolute():
+        cfg.eval.production = (base / cfg.eval.production).resolve()
     if cfg.synth.seed_tasks is not None and not cfg.synth.seed_tasks.is_absolute():
         cfg.synth.seed_tasks = (base / cfg.synth.seed_tasks).resolve()
     cfg.synth.triples = [p if p.is_absolute() else (base / p).resolve() for p in cfg.synth.triples]

@@ -2,6 +2,8 @@
 
 `base` runs with the adapter switched off and `domain` with it on, so both share one copy of
 the weights; a fully fine-tuned domain model (train.method: full) is a second model beside the base.
+Evaluation may add `production`, the model in service now (an adapter or a whole model): an adapter of the domain
+adapter's kind is loaded beside it on the same weights, anything else as a model of its own.
 Calls are serialised by a lock: one CPU model, one generation at a time.
 """
 
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from hangjia.rag.index import BM25Index
     from hangjia.workspace import Workspace
 
-BASE, DOMAIN = "base", "domain"
+BASE, DOMAIN, PRODUCTION = "base", "domain", "production"
 
 
 @dataclass
@@ -58,6 +60,17 @@ def domain_weights(workspace: Workspace, base_model: str) -> tuple[Path, Path | 
     return resolve_base(train["config"]["base_model"], workspace.root), tuned
 
 
+def _is_adapter(path: Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def _adapter_kind(path: Path) -> str | None:
+    """The PEFT type an adapter folder holds (LORA, PREFIX_TUNING, ...)."""
+    import json
+
+    return json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
+
+
 class Engine:
     def __init__(
         self,
@@ -65,15 +78,18 @@ class Engine:
         adapter_dir: Path | None = None,
         index: BM25Index | None = None,
         rag_top_k: int = 3,
+        production_dir: Path | None = None,
     ):
         self.base_dir = base_dir
         self.adapter_dir = adapter_dir
         self.tokenizer = load_tokenizer(base_dir)
         self.tokenizer.padding_side = "left"  # batched decoding needs prompts right-aligned
         # A folder with a config.json and no adapter_config.json is a whole model (full fine-tuning).
-        full = adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").is_file()
+        full = adapter_dir is not None and not _is_adapter(adapter_dir)
         self.model = load_causal_lm(base_dir, None if full else adapter_dir)
         self.full_model = load_causal_lm(adapter_dir) if full else None
+        self.production_dir = production_dir
+        self.production_model = None if production_dir is None else self._load_production(production_dir)
         self.index = index
         self.rag_top_k = rag_top_k
         # A model may end a turn on several tokens (Llama-3's <|eot_id|>, Qwen's pair): honour them all.
@@ -83,19 +99,40 @@ class Engine:
         self.context_limit = getattr(self.model.config, "max_position_embeddings", None)
         self._lock = threading.Lock()
 
+    def _load_production(self, path: Path) -> PreTrainedModel | None:
+        """The production model as a model of its own, or None when its adapter now sits beside the domain one."""
+        path = Path(path)
+        if not (path / "config.json").is_file() and not _is_adapter(path):
+            raise HangjiaError(
+                f"The production model {path} is neither an adapter folder (adapter_config.json) nor a model folder "
+                "(config.json); point eval.production at a copy of the train/adapter (or train/model) in service."
+            )
+        if not _is_adapter(path):
+            return load_causal_lm(path)
+        domain_kind = getattr(getattr(self.model, "active_peft_config", None), "peft_type", None)
+        if domain_kind is not None and getattr(domain_kind, "value", domain_kind) == _adapter_kind(path):
+            self.model.load_adapter(str(path), adapter_name=PRODUCTION)
+            self.model.eval()
+            return None
+        return load_causal_lm(self.base_dir, path)
+
     @classmethod
-    def from_workspace(cls, workspace: Workspace, base_model: str, rag_top_k: int = 3) -> Engine:
+    def from_workspace(
+        cls, workspace: Workspace, base_model: str, rag_top_k: int = 3, production: Path | None = None
+    ) -> Engine:
         """`base` from the trained adapter's own base (else `base_model`), `domain` from `train/adapter` (or from
-        `dpo/adapter` when `hangjia dpo` has run on this very SFT adapter), retrieval from `index/` when built."""
+        `dpo/adapter` when `hangjia dpo` has run on this very SFT adapter), retrieval from `index/` when built;
+        `production` from the given folder, when there is one."""
         from hangjia.rag.index import BM25Index
 
         base_dir, adapter = domain_weights(workspace, base_model)
         index = BM25Index.load(workspace.stage_dir("index")) if workspace.manifest("index") else None
-        return cls(base_dir, adapter, index, rag_top_k)
+        return cls(base_dir, adapter, index, rag_top_k, production)
 
     @property
     def model_names(self) -> list[str]:
-        return [BASE, DOMAIN] if self.adapter_dir is not None else [BASE]
+        names = [BASE, DOMAIN] if self.adapter_dir is not None else [BASE]
+        return names + [PRODUCTION] if self.production_dir is not None else names
 
     def check_model(self, name: str) -> None:
         if name not in self.model_names:
@@ -166,7 +203,16 @@ class Engine:
 
     @contextmanager
     def _weights(self, name: str) -> Iterator[PreTrainedModel]:
-        if self.full_model is not None:
+        if name == PRODUCTION and self.production_model is not None:
+            yield self.production_model
+        elif name == PRODUCTION:
+            active = self.model.active_adapter
+            self.model.set_adapter(PRODUCTION)
+            try:
+                yield self.model
+            finally:
+                self.model.set_adapter(active)
+        elif self.full_model is not None:
             yield self.full_model if name == DOMAIN else self.model
         elif name == BASE and self.adapter_dir is not None:
             with self.model.disable_adapter():

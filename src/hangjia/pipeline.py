@@ -559,7 +559,7 @@ def tune(ws: Workspace, cfg: ProjectConfig, console: Console) -> dict[str, Any]:
 
 
 def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
-    """Base vs tuned, RAG off vs on, on cfg.eval.questions."""
+    """Base vs tuned (vs production, when eval.production is set), RAG off vs on, on cfg.eval.questions."""
     from hangjia.engine import Engine
     from hangjia.eval.qa import conditions, evaluate, load_questions
     from hangjia.eval.report import write_eval_report
@@ -577,11 +577,14 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
     for path in [cfg.eval.mcq, *cfg.eval.general]:
         if path is not None:
             inputs[f"choices:{Path(path).name}"] = sha256_file(_existing(Path(path)))
+    production = _production(cfg)
+    if production is not None:
+        inputs["production"] = sha256_tree(production)
     config = {**cfg.eval.model_dump(), **cfg.rag.model_dump(), "base_model": cfg.train.base_model}
     if not force and ws.is_current("eval", inputs, config):
         return _skipped("eval", ws)
     with console.status("loading models"):
-        engine = Engine.from_workspace(ws, cfg.train.base_model, cfg.rag.top_k)
+        engine = Engine.from_workspace(ws, cfg.train.base_model, cfg.rag.top_k, production)
     with ws.stage("eval", inputs, config) as run, _progress(console) as progress:
         total = len(questions) * len(conditions(engine))
         task = progress.add_task("eval", total=total, status="")
@@ -608,6 +611,19 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
         write_eval_report(run.dir, results, answers, title="Hangjia evaluation")
         run.counts.update({f"{c['model']}{'+rag' if c['rag'] else ''}": c["accuracy"] for c in results["conditions"]})
     return _done("eval", ws)
+
+
+def _production(cfg: ProjectConfig) -> Path | None:
+    """eval.production, checked: a folder with an adapter or a model in it."""
+    if cfg.eval.production is None:
+        return None
+    path = Path(cfg.eval.production).expanduser().resolve()
+    if not ((path / "adapter_config.json").is_file() or (path / "config.json").is_file()):
+        raise HangjiaError(
+            f"eval.production is {path}, which holds neither an adapter (adapter_config.json) nor a model "
+            "(config.json); point it at a copy of the train/adapter (or train/model) in service."
+        )
+    return path
 
 
 def _judge(ws: Workspace, cfg: ProjectConfig, results: dict[str, Any]) -> None:

@@ -1,6 +1,8 @@
-"""loglikelihoods shares one forward row among requests with the same inputs and projects only target positions;
-both must leave every score as a one-request-at-a-time, full-logits pass computes it."""
+"""loglikelihoods shares one forward row among requests with the same inputs, runs a prefix that rows share once,
+and projects only target positions; all three must leave every score as a one-request-at-a-time, full-logits pass
+computes it."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -8,7 +10,7 @@ import torch
 from conftest import build_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hangjia.eval.mcq import evaluate_mcq, load_mcq_jsonl, loglikelihoods, prompt
+from hangjia.eval.mcq import MIN_SHARED, evaluate_mcq, load_mcq_jsonl, loglikelihoods, prefix_groups, prompt
 
 KESTREL = Path(__file__).parents[2] / "examples/kestrel"
 
@@ -38,14 +40,19 @@ def full_pass(model, tokenizer, context: str, continuation: str) -> float:
 
 
 class RowCounter:
-    """Counts the rows the model is run on (a forward pre-hook)."""
+    """Counts the rows the model is scored on, and apart from them the runs of a shared prefix (the calls that ask
+    for a cache) and the token positions of all calls (a forward pre-hook)."""
 
     def __init__(self, model):
-        self.rows = 0
+        self.rows = self.prefix_runs = self.positions = 0
         self.handle = model.register_forward_pre_hook(self, with_kwargs=True)
 
     def __call__(self, module, args, kwargs):
-        self.rows += kwargs["input_ids"].shape[0]
+        self.positions += kwargs["input_ids"].numel()
+        if kwargs.get("use_cache"):
+            self.prefix_runs += kwargs["input_ids"].shape[0]
+        else:
+            self.rows += kwargs["input_ids"].shape[0]
 
     def __enter__(self):
         return self
@@ -55,7 +62,7 @@ class RowCounter:
 
 
 class NoLogitsToKeep(torch.nn.Module):
-    """The tiny model behind a forward without `logits_to_keep`, as an older or custom model has."""
+    """The tiny model behind a forward without `logits_to_keep` or a cache argument, as an older or custom model has."""
 
     def __init__(self, model):
         super().__init__()
@@ -166,3 +173,74 @@ def test_a_peft_model_projects_only_target_positions_too(tiny, items):
         assert scores == pytest.approx(plain, abs=1e-5)
     finally:
         lora.unload()
+
+
+@pytest.fixture(scope="module")
+def mmlu_like(items):
+    """Items of two subjects, each prompt opening with its subject's header and two solved questions."""
+    subjects = ["kestrel dishwashers", "kestrel ovens"]
+    tagged = [replace(item, subject=subjects[n % 2]) for n, item in enumerate(items)]
+    extra = load_mcq_jsonl(KESTREL / "mcq.jsonl")[6:10]
+    dev = [replace(item, id=f"dev:{item.id}", subject=subjects[n % 2]) for n, item in enumerate(extra)]
+    return tagged, dev
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 8])
+@pytest.mark.parametrize("shots", [0, 2])
+def test_rows_sharing_a_header_and_shots_score_as_full_passes(tiny, mmlu_like, batch_size, shots):
+    from hangjia.eval.mcq import shots_for
+
+    model, tokenizer = tiny
+    items, dev = mmlu_like
+    requests = []
+    for item in items:
+        context = prompt(item, shots_for(item, shots, dev))
+        requests += [(context, f" {letter}") for letter in "ABCD"] + [(context, f" {c}") for c in item.choices]
+    shared = loglikelihoods(model, tokenizer, requests, batch_size=batch_size)
+    reference = [full_pass(model, tokenizer, c, x) for c, x in requests]
+    assert shared == pytest.approx(reference, abs=1e-5)
+
+
+def test_a_shared_prefix_is_run_once_per_group(tiny, mmlu_like):
+    from hangjia.eval.mcq import shots_for
+
+    model, tokenizer = tiny
+    items, dev = mmlu_like
+    requests = [(prompt(item, shots_for(item, 2, dev)), f" {letter}") for item in items for letter in "ABCD"]
+    with RowCounter(model) as shared:
+        scores = loglikelihoods(model, tokenizer, requests, batch_size=8)
+    with RowCounter(model) as whole:
+        plain = loglikelihoods(NoLogitsToKeep(model), tokenizer, requests, batch_size=8)
+    assert scores == pytest.approx(plain, abs=1e-5)
+    # One row per question either way; one prefix run per subject, none without a cache argument.
+    assert shared.rows == whole.rows == len(items)
+    assert (shared.prefix_runs, whole.prefix_runs) == (2, 0)
+    # Header and shots are most of each prompt, so running them once per subject saves most positions.
+    header_and_shots = [
+        len(tokenizer.encode(prompt(replace(item, question="", choices=[""] * 4), shots_for(item, 2, dev))))
+        for item in items[:2]
+    ]
+    assert shared.positions < whole.positions - (len(items) - 2) * min(header_and_shots) // 2
+
+
+def test_prefix_groups_split_by_subject_and_keep_the_rest_together():
+    header_a, header_b = tuple(range(100, 120)), tuple(range(200, 220))
+    a_rows = [header_a + (n, n + 1) for n in range(5)]
+    b_rows = [header_b + (n, 7) for n in range(3)]
+    loners = [(1, 2, 3), (1, 2, 4, 5), (9,)]  # a 2-token common prefix is not worth a run of its own
+    groups = prefix_groups(a_rows + b_rows + loners + a_rows[:1])
+    assert sorted(map(sorted, groups)) == sorted([sorted(a_rows), sorted(b_rows), sorted(loners)])
+    assert sorted(groups[-1]) == sorted(loners)
+    assert MIN_SHARED > 2
+
+
+def test_a_prefix_tuned_model_is_never_handed_a_cache(tiny, items):
+    from peft import PrefixTuningConfig, get_peft_model
+
+    model, tokenizer = tiny
+    # Prompt learning wraps the model without changing its modules, so the shared fixture stays as it was.
+    tuned = get_peft_model(model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    requests = letter_and_text_requests(items[:2])  # each question's rows share its whole prompt
+    scores = loglikelihoods(tuned, tokenizer, requests, batch_size=4)
+    one_by_one = [loglikelihoods(tuned, tokenizer, [r], batch_size=1)[0] for r in requests]
+    assert scores == pytest.approx(one_by_one, abs=1e-5)

@@ -86,3 +86,34 @@ def test_full_fine_tuning_saves_a_whole_model_that_the_engine_serves_beside_the_
         with engine.using("domain") as domain:
             assert torch.equal(domain(**enc).logits, tuned(**enc).logits)
         assert not torch.allclose(tuned(**enc).logits, plain(**enc).logits, atol=1e-3)
+
+
+def test_a_production_model_of_any_kind_is_evaluated_beside_base_and_domain(tiny_model_dir, tmp_path):
+    """eval.production: a LoRA adapter sits beside the domain LoRA on the same weights; a prefix-tuning adapter or
+    a whole model is loaded as a model of its own. Each must give the logits it gives when it is `domain` itself."""
+    for name, over in {"domain": {}, "lora": {"lora_r": 2, "seed": 1}, "prefix": {"method": "prefix"}}.items():
+        train_lora_sft(tiny_model_dir, PAIRS[:10], PAIRS[10:], tmp_path / name, _args(**over, epochs=1))
+    engine = Engine(tiny_model_dir, tmp_path / "domain" / "adapter")
+    enc = engine._encode([engine.prepare([{"role": "user", "content": PAIRS[0][0]}], rag=False)[0]], 8)
+
+    def logits(engine: Engine, name: str) -> torch.Tensor:
+        with torch.inference_mode(), engine.using(name) as model:
+            return model(**enc).logits
+
+    expected = {name: logits(engine, name) for name in ("base", "domain")}
+    for kind, folder, beside in [
+        ("lora", tmp_path / "lora" / "adapter", True),
+        ("prefix", tmp_path / "prefix" / "adapter", False),
+        ("whole model", tiny_model_dir, False),
+    ]:
+        three = Engine(tiny_model_dir, tmp_path / "domain" / "adapter", production_dir=folder)
+        assert three.model_names == ["base", "domain", "production"]
+        assert (three.production_model is None) is beside, kind
+        alone = Engine(tiny_model_dir, folder) if folder != tiny_model_dir else Engine(tiny_model_dir)
+        reference = logits(alone, "domain" if folder != tiny_model_dir else "base")
+        assert torch.allclose(logits(three, "production"), reference, atol=1e-5), kind
+        for name in ("base", "domain"):  # switching to production and back leaves the others as they were
+            assert torch.allclose(logits(three, name), expected[name], atol=1e-5), (kind, name)
+        assert not torch.allclose(logits(three, "production"), expected["domain"], atol=1e-4), kind
+    with pytest.raises(HangjiaError, match="neither an adapter folder"):
+        Engine(tiny_model_dir, tmp_path / "domain" / "adapter", production_dir=tmp_path)

@@ -144,26 +144,93 @@ def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int],
     return context_enc, continuation_enc
 
 
-def _keeps_logits(model) -> bool:
-    """Whether `model.forward` can project only some positions onto the vocabulary (transformers' `logits_to_keep`)."""
+def _forward_takes(model, name: str) -> bool:
+    """Whether `model.forward` takes the keyword `name` (e.g. transformers' `logits_to_keep`, `past_key_values`)."""
     import inspect
 
     # A PEFT model's forward takes **kwargs and hands them to the transformers model it wraps.
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
-        return "logits_to_keep" in inspect.signature(inner.forward).parameters
+        return name in inspect.signature(inner.forward).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _cache_argument(model) -> str | None:
+    """The keyword under which `model.forward` takes the keys and values of earlier positions (transformers 5.2x
+    renamed `past_key_values` to `cache`), or None where a prefix cannot be handed over that way. None for prefix/
+    P-tuning adapters too: PEFT feeds those their own virtual tokens through the same argument."""
+    if getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
+        return None
+    return next((name for name in ("cache", "past_key_values") if _forward_takes(model, name)), None)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+MIN_SHARED = 4
+"""A common prefix shorter than this is not run on its own: the saving would not pay for the extra forward call."""
+GROUP_OVERHEAD = 16
+"""What a group of its own costs, in token positions: the prefix's forward call and a last, part-filled batch."""
+
+
+def _cost(rows: Sequence[tuple[int, ...]]) -> int:
+    """Token positions a run of rows costs as one group: its common prefix run once, then the rest of every row;
+    without a usable prefix the rows go with all others that have none, at their full lengths."""
+    shared = min(_common_prefix(rows[0], r) for r in rows[1:]) if len(rows) > 1 else 0
+    if shared < MIN_SHARED:
+        return sum(map(len, rows))
+    return GROUP_OVERHEAD + shared + sum(len(r) - shared for r in rows)
+
+
+def prefix_groups(rows: Sequence[tuple[int, ...]]) -> list[list[tuple[int, ...]]]:
+    """Rows grouped so that each group's common token prefix can be run once: lm-eval's MMLU prompts open with a
+    per-subject header (~14 SmolLM2 tokens of ~76), k-shot prompts with the same solved questions, and a question's
+    choice-text rows with its whole prompt. Rows with no prefix worth sharing come last, as one group.
+
+    In lexicographic order rows sharing a prefix are adjacent and a run's common prefix is the least common prefix
+    of its neighbours. A run is split where that least value occurs (the header of different subjects, say) when
+    the parts cost fewer token positions (`_cost`) than the whole; then each part is tried in turn."""
+    groups, rest, todo = [], [], [sorted(set(rows))]
+    while todo:
+        run = todo.pop()
+        if len(run) < 2:
+            rest += run
+            continue
+        neighbours = [_common_prefix(a, b) for a, b in zip(run, run[1:], strict=False)]
+        least = min(neighbours)
+        cuts = [i + 1 for i, n in enumerate(neighbours) if n == least]
+        parts = [run[a:b] for a, b in zip([0, *cuts], [*cuts, len(run)], strict=True)]
+        if sum(map(_cost, parts)) < _cost(run):
+            todo += parts
+        elif least >= MIN_SHARED:
+            groups.append(run)
+        else:
+            rest += run
+    return groups + [rest] if rest else groups
 
 
 def loglikelihoods(model, tokenizer, requests: Sequence[tuple[str, str]], batch_size: int = 8) -> list[float]:
     """Summed log-probability of each (context, continuation) pair's continuation tokens, in request order.
 
-    Requests whose model inputs are the same token ids share one row: MMLU's " A".." D" differ only in their one
-    target token, so the four are read from one forward pass (lm-eval's HF backend does the same). Only the
-    positions that hold a target are projected onto the vocabulary: for SmolLM2-135M the 49,152-wide projection and
-    its log-softmax are about a quarter of a full pass, and a 0-shot MMLU row needs 1 of its ~50-170 positions.
+    Three savings, none of which changes a score beyond float rounding:
+    - Requests whose model inputs are the same token ids share one row: MMLU's " A".." D" differ only in their one
+      target token, so the four are read from one forward pass (lm-eval's HF backend does the same).
+    - Rows that open with the same tokens (see `prefix_groups`) are batched together, and the batch's common prefix
+      is run once; its keys and values are repeated over the batch as `past_key_values` and only the rest of each
+      row is run.
+    - Only the positions that hold a target are projected onto the vocabulary: for SmolLM2-135M the 49,152-wide
+      projection and its log-softmax are about a quarter of a full pass, and a 0-shot MMLU row needs 1 of its ~50-170
+      positions.
     `batch_size` counts rows, i.e. distinct inputs."""
+    import copy
+
     import torch
 
     max_length = getattr(model.config, "max_position_embeddings", None) or 2048
@@ -176,30 +243,58 @@ def loglikelihoods(model, tokenizer, requests: Sequence[tuple[str, str]], batch_
         ids = (context_enc + continuation_enc)[-(max_length + 1) :]
         rows.setdefault(tuple(ids[:-1]), []).append(n)
         targets.append(continuation_enc[-(len(ids) - 1) :])
-    # Longest first: similar lengths share a batch, and an out-of-memory error shows up on the first batch.
-    order = sorted(rows, key=lambda inputs: -len(inputs))
-    keep = _keeps_logits(model)
+    # Where each row's first target is predicted: a shared prefix must end before it, and logits start there.
+    first_target = {inputs: min(len(inputs) - len(targets[n]) for n in ns) for inputs, ns in rows.items()}
+    cache_arg = _cache_argument(model)
+    share = cache_arg is not None
+    keep = _forward_takes(model, "logits_to_keep")
+    no_cache = {"use_cache": False} if _forward_takes(model, "use_cache") else {}
+    batches = []  # (length of the prefix the batch's rows share and that is run once, the rows)
+    for group in prefix_groups(list(rows)) if share else [list(rows)]:
+        # The rows' common prefix, ending before any row's first target (its logits come from the rest).
+        shared = min(first_target[r] for r in group) if share and len(group) > 1 else 0
+        shared = min(shared, *(_common_prefix(group[0], r) for r in group[1:])) if shared else 0
+        # Longest first: similar lengths share a batch, and an out-of-memory error shows up on the first batch.
+        # Batches of even size: a last batch of one or two rows would run at a fraction of the speed.
+        group.sort(key=lambda inputs: -len(inputs))
+        count = -(-len(group) // batch_size)
+        bounds = [round(i * len(group) / count) for i in range(count + 1)]
+        batches += [
+            (shared if shared >= MIN_SHARED else 0, group[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)
+        ]
     results = [0.0] * len(requests)
     was_training = model.training
     model.eval()
+    cached: tuple[tuple[int, ...], Any] = ((), None)  # the last prefix run: its tokens and its cache
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            width = len(batch[0])
+        for shared, batch in batches:
+            prefix = batch[0][:shared]
+            if shared and cached[0] != prefix:
+                ids = torch.tensor([prefix], device=model.device)
+                out = model(input_ids=ids, use_cache=True, **({"logits_to_keep": 1} if keep else {}))
+                cached = (prefix, out.cache if cache_arg == "cache" else out.past_key_values)
+            width = max(len(r) for r in batch) - shared
             # Right padding: with a causal mask, pads after a row's last token cannot change its logits.
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            mask = torch.zeros((len(batch), shared + width), dtype=torch.long)
             for row, inputs in enumerate(batch):
-                input_ids[row, : len(inputs)] = torch.tensor(inputs)
+                input_ids[row, : len(inputs) - shared] = torch.tensor(inputs[shared:])
                 mask[row, : len(inputs)] = 1
-            # Positions [first, width) cover every target of the batch; the logits start at `first`.
-            first = min(len(inputs) - len(targets[n]) for inputs in batch for n in rows[inputs]) if keep else 0
-            kwargs = {"logits_to_keep": torch.arange(first, width)} if keep else {}
+            kwargs: dict[str, Any] = dict(no_cache)
+            if shared:
+                past = copy.deepcopy(cached[1])
+                past.batch_repeat_interleave(len(batch))
+                positions = torch.arange(shared, shared + width, device=model.device).expand(len(batch), -1)
+                kwargs = {cache_arg: past, "position_ids": positions}
+            # Positions [first, width) of the run part cover every target of the batch; the logits start at `first`.
+            first = min(first_target[r] for r in batch) - shared if keep else 0
+            if keep:
+                kwargs["logits_to_keep"] = torch.arange(first, width, device=model.device)
             input_ids, mask = input_ids.to(model.device), mask.to(model.device)
             logits = model(input_ids=input_ids, attention_mask=mask, **kwargs).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, inputs in enumerate(batch):
-                end = len(inputs) - first
+                end = len(inputs) - shared - first
                 for n in rows[inputs]:
                     span = logprobs[row, end - len(targets[n]) : end]
                     target = torch.tensor(targets[n], device=span.device).unsqueeze(-1)
@@ -216,7 +311,7 @@ def score_choices(
     return [(ll, len(c.encode("utf-8"))) for ll, c in zip(lls, continuations, strict=True)]
 
 
-def _shots_for(item: MCQ, shots: int, dev_items: Sequence[MCQ] | None) -> list[MCQ]:
+def shots_for(item: MCQ, shots: int, dev_items: Sequence[MCQ] | None) -> list[MCQ]:
     """The first `shots` dev items of the item's subject (MMLU uses the 5 dev rows in file order)."""
     if shots <= 0:
         return []
@@ -245,7 +340,7 @@ def evaluate_mcq(
     per = 8 if norm else 4
     requests = []
     for item in items:
-        context = prompt(item, _shots_for(item, shots, dev_items))
+        context = prompt(item, shots_for(item, shots, dev_items))
         requests += [(context, f" {letter}") for letter in LETTERS]
         if norm:
             requests += [(context, f" {choice}") for choice in item.choices]
