@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from hangjia import pipeline
+from hangjia import eval_stage, pipeline
 from hangjia.config import ProjectConfig
 from hangjia.errors import HangjiaError
 from hangjia.workspace import Workspace
@@ -104,7 +104,7 @@ def test_build_runs_every_stage_with_a_local_model_dir_as_base(cfg, tmp_path):
 
     # vs production: the kept adapter is a third model; it must score exactly as it did when it was `domain`.
     cfg.eval.production = production
-    assert pipeline.evaluate(ws, cfg, console)["skipped"] is False
+    assert eval_stage.evaluate(ws, cfg, console)["skipped"] is False
     with_production = json.loads((ws.stage_dir("eval") / "results.json").read_text())
     assert [(c["model"], c["rag"]) for c in with_production["conditions"]][-2:] == [
         ("production", False),
@@ -126,7 +126,7 @@ def test_build_runs_every_stage_with_a_local_model_dir_as_base(cfg, tmp_path):
     assert json.loads((ws.stage_dir("eval") / "gate.json").read_text())["reference"] == "production"
     cfg.eval.production = tmp_path / "docs"  # neither an adapter nor a model
     with pytest.raises(HangjiaError, match="neither an adapter"):
-        pipeline.evaluate(ws, cfg, console)
+        eval_stage.evaluate(ws, cfg, console)
 
 
 def test_a_failing_stage_keeps_the_previous_output(cfg, tmp_path):

@@ -332,7 +332,7 @@ def eval_(
 ) -> None:
     """Score base vs tuned (vs production), RAG off vs on, on a questions.jsonl; print the table; write
     report.html/.md/.json."""
-    from hangjia import pipeline
+    from hangjia import eval_stage
 
     ws, cfg = _setup(workspace, config)
     if questions is not None:
@@ -341,7 +341,7 @@ def eval_(
         cfg.eval.limit = limit
     if production is not None:
         cfg.eval.production = production.expanduser().resolve()
-    _summary([pipeline.evaluate(ws, cfg, console, force)], "eval")
+    _summary([eval_stage.evaluate(ws, cfg, console, force)], "eval")
     print_eval_table(ws)
     if gate:
         raise typer.Exit(_gate(ws, cfg))

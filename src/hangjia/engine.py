@@ -64,6 +64,17 @@ def _is_adapter(path: Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
+def checked_model_folder(path: Path) -> Path:
+    """`path`, when it holds a PEFT adapter (adapter_config.json) or a whole model (config.json)."""
+    path = Path(path)
+    if not (path / "config.json").is_file() and not _is_adapter(path):
+        raise HangjiaError(
+            f"The production model {path} is neither an adapter folder (adapter_config.json) nor a model folder "
+            "(config.json); point eval.production at a copy of the train/adapter (or train/model) in service."
+        )
+    return path
+
+
 def _adapter_kind(path: Path) -> str | None:
     """The PEFT type an adapter folder holds (LORA, PREFIX_TUNING, ...)."""
     import json
@@ -101,12 +112,7 @@ class Engine:
 
     def _load_production(self, path: Path) -> PreTrainedModel | None:
         """The production model as a model of its own, or None when its adapter now sits beside the domain one."""
-        path = Path(path)
-        if not (path / "config.json").is_file() and not _is_adapter(path):
-            raise HangjiaError(
-                f"The production model {path} is neither an adapter folder (adapter_config.json) nor a model folder "
-                "(config.json); point eval.production at a copy of the train/adapter (or train/model) in service."
-            )
+        path = checked_model_folder(path)
         if not _is_adapter(path):
             return load_causal_lm(path)
         domain_kind = getattr(getattr(self.model, "active_peft_config", None), "peft_type", None)

@@ -7,7 +7,7 @@ import torch
 from fake_teacher import fake_endpoint
 from rich.console import Console
 
-from hangjia import pipeline
+from hangjia import eval_stage, pipeline
 from hangjia.config import JudgeConfig, ProjectConfig
 from hangjia.data.teacher import make_teacher
 from hangjia.eval.judge import NO_ANSWER_REFERENCE, judge_answers, parse_verdict, summarize_verdicts
@@ -74,7 +74,7 @@ def test_eval_adds_judge_verdicts_and_held_out_perplexity(tiny_model_dir, tmp_pa
         stage(ws, cfg, quiet)
     with fake_endpoint(lambda messages: "no") as endpoint:
         cfg.eval.judge = JudgeConfig(base_url=endpoint.url, model="judge")
-        pipeline.evaluate(ws, cfg, quiet)
+        eval_stage.evaluate(ws, cfg, quiet)
         sent = len(endpoint.requests)
     results = json.loads((ws.stage_dir("eval") / "results.json").read_text())
     for condition in results["conditions"]:

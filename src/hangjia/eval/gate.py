@@ -1,6 +1,6 @@
 """Release gate: does the tuned model beat the base model by enough, without forgetting too much?
 
-`check_gate` reads the results that `pipeline.evaluate` writes (eval/results.json) and compares a candidate model
+`check_gate` reads the results that `eval_stage.evaluate` writes (eval/results.json) and compares a candidate model
 with a reference model under `GateRules`. Every threshold is in percentage points (0-100) and optional; a rule left
 at None is not checked. A rule whose metric the results lack (no RAG-on conditions, no general-knowledge sets, no
 unanswerable questions) fails: a gate that silently skips a check would pass a model nobody measured.
@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from hangjia.errors import HangjiaError
 
-GENERAL_PREFIX = "general"  # pipeline._multiple_choice names general-knowledge sets "general: <subject>"
+GENERAL_PREFIX = "general"  # eval_stage._multiple_choice names general-knowledge sets "general: <subject>"
 DOMAIN_MCQ = "domain mcq"
 _EPS = 1e-6  # accuracies are stored rounded to 4 decimals; a gain of exactly the threshold must pass
 

@@ -180,11 +180,10 @@ GROUP_OVERHEAD = 16
 """What a group of its own costs, in token positions: the prefix's forward call and a last, part-filled batch."""
 
 
-def _cost(rows: Sequence[tuple[int, ...]]) -> int:
-    """Token positions a run of rows costs as one group: its common prefix run once, then the rest of every row;
-    without a usable prefix the rows go with all others that have none, at their full lengths."""
-    shared = min(_common_prefix(rows[0], r) for r in rows[1:]) if len(rows) > 1 else 0
-    if shared < MIN_SHARED:
+def _cost(rows: Sequence[tuple[int, ...]], shared: int) -> int:
+    """Token positions a run of rows with `shared` leading tokens in common costs as one group: the prefix run once,
+    then the rest of every row; without a usable prefix the rows go with all others that have none, at full length."""
+    if len(rows) < 2 or shared < MIN_SHARED:
         return sum(map(len, rows))
     return GROUP_OVERHEAD + shared + sum(len(r) - shared for r in rows)
 
@@ -206,9 +205,11 @@ def prefix_groups(rows: Sequence[tuple[int, ...]]) -> list[list[tuple[int, ...]]
         neighbours = [_common_prefix(a, b) for a, b in zip(run, run[1:], strict=False)]
         least = min(neighbours)
         cuts = [i + 1 for i, n in enumerate(neighbours) if n == least]
-        parts = [run[a:b] for a, b in zip([0, *cuts], [*cuts, len(run)], strict=True)]
-        if sum(map(_cost, parts)) < _cost(run):
-            todo += parts
+        bounds = list(zip([0, *cuts], [*cuts, len(run)], strict=True))
+        # A part's common prefix is the least of its own neighbours' (none for a single row).
+        parts = [(run[a:b], min(neighbours[a : b - 1], default=0)) for a, b in bounds]
+        if sum(_cost(part, shared) for part, shared in parts) < _cost(run, least):
+            todo += [part for part, _ in parts]
         elif least >= MIN_SHARED:
             groups.append(run)
         else:
@@ -223,8 +224,8 @@ def loglikelihoods(model, tokenizer, requests: Sequence[tuple[str, str]], batch_
     - Requests whose model inputs are the same token ids share one row: MMLU's " A".." D" differ only in their one
       target token, so the four are read from one forward pass (lm-eval's HF backend does the same).
     - Rows that open with the same tokens (see `prefix_groups`) are batched together, and the batch's common prefix
-      is run once; its keys and values are repeated over the batch as `past_key_values` and only the rest of each
-      row is run.
+      is run once; its keys and values are repeated over the batch as the model's cache (`cache`, formerly
+      `past_key_values`) and only the rest of each row is run.
     - Only the positions that hold a target are projected onto the vocabulary: for SmolLM2-135M the 49,152-wide
       projection and its log-softmax are about a quarter of a full pass, and a 0-shot MMLU row needs 1 of its ~50-170
       positions.
@@ -252,16 +253,16 @@ def loglikelihoods(model, tokenizer, requests: Sequence[tuple[str, str]], batch_
     batches = []  # (length of the prefix the batch's rows share and that is run once, the rows)
     for group in prefix_groups(list(rows)) if share else [list(rows)]:
         # The rows' common prefix, ending before any row's first target (its logits come from the rest).
-        shared = min(first_target[r] for r in group) if share and len(group) > 1 else 0
-        shared = min(shared, *(_common_prefix(group[0], r) for r in group[1:])) if shared else 0
+        shared = 0
+        if share and len(group) > 1:
+            shared = min(*(first_target[r] for r in group), *(_common_prefix(group[0], r) for r in group[1:]))
+        shared = shared if shared >= MIN_SHARED else 0
         # Longest first: similar lengths share a batch, and an out-of-memory error shows up on the first batch.
         # Batches of even size: a last batch of one or two rows would run at a fraction of the speed.
         group.sort(key=lambda inputs: -len(inputs))
         count = -(-len(group) // batch_size)
         bounds = [round(i * len(group) / count) for i in range(count + 1)]
-        batches += [
-            (shared if shared >= MIN_SHARED else 0, group[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)
-        ]
+        batches += [(shared, group[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
     results = [0.0] * len(requests)
     was_training = model.training
     model.eval()

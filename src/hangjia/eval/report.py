@@ -1,6 +1,6 @@
 """The evaluation report: report.json (the numbers), report.md (tables) and report.html (tables, charts, answers).
 
-It reads what `pipeline.evaluate` writes: results.json (conditions, choices, and where present retrieval, gate and
+It reads what `eval_stage.evaluate` writes: results.json (conditions, choices, and where present retrieval, gate and
 perplexity) and the answer rows of answers.jsonl. Charts are matplotlib Figures drawn with Agg (no pyplot, no
 display), saved as PNG files next to the report and embedded in the HTML as data URIs, so report.html is one file
 that can be mailed or attached to a CI run.
