@@ -16,6 +16,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from counting import count  # this folder is on sys.path: the script runs from it
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -40,10 +42,7 @@ def main() -> None:
     model.to(getattr(torch, args.dtype))
     load_s = time.perf_counter() - start
 
-    rows = {"n": 0}
-    model.register_forward_pre_hook(
-        lambda m, a, kw: rows.__setitem__("n", rows["n"] + kw["input_ids"].shape[0]), with_kwargs=True
-    )
+    counts = count(model)  # forward rows and Linear multiply-adds
 
     start = time.perf_counter()
     items, dev = [], []
@@ -75,7 +74,8 @@ def main() -> None:
         "scoring_s": scoring_s,
         "total_s": read_s + scoring_s,
         "requests": 4 * len(items),
-        "forward_rows": rows["n"],
+        "forward_rows": counts["rows"],
+        "linear_macs": counts["macs"],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "subjects": {s: {"acc": sum(r["correct"] for r in rs) / len(rs), "items": rs} for s, rs in subjects.items()},
     }

@@ -13,6 +13,8 @@ import resource
 import time
 from pathlib import Path
 
+from counting import count  # this folder is on sys.path: the script runs from it
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -35,13 +37,7 @@ def main() -> None:
     lm = HFLM(pretrained=args.model_dir, device="cpu", dtype=args.dtype, batch_size=args.batch_size)
     load_s = time.perf_counter() - start
 
-    rows = {"n": 0}
-
-    def count_rows(module, inputs, kwargs):
-        ids = inputs[0] if inputs else kwargs["input_ids"]
-        rows["n"] += ids.shape[0]
-
-    lm.model.register_forward_pre_hook(count_rows, with_kwargs=True)
+    counts = count(lm.model)  # forward rows and Linear multiply-adds
     scoring = {"s": 0.0, "requests": 0}
     loglikelihood = lm.loglikelihood
 
@@ -94,7 +90,8 @@ def main() -> None:
         "scoring_s": scoring["s"],
         "total_s": total_s,
         "requests": scoring["requests"],
-        "forward_rows": rows["n"],
+        "forward_rows": counts["rows"],
+        "linear_macs": counts["macs"],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "tasks": tasks,
     }

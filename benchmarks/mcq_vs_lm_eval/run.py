@@ -9,7 +9,8 @@ setup.sh; Hangjia in .venv), so each peak RSS is its own. Timed, per side:
   whole    lm-eval: `simple_evaluate` (CSV loading, prompts, scoring, metrics; its task index is built before);
            Hangjia: reading the CSVs + `evaluate_mcq`.
 Items/s counts MMLU questions. The script also checks that both sides built the same prompts and compares every
-log-likelihood.
+log-likelihood, and counts each side's forward rows and `nn.Linear` multiply-adds (counting.py): the arithmetic
+that bounds the scoring ratio where the GEMMs run near the cores' peak.
 
 Usage: .venv/bin/python benchmarks/mcq_vs_lm_eval/run.py [--batch-size 8] [--limit 50] [--shots 0] [--json out.json]
 """
@@ -84,6 +85,7 @@ def table(lm: dict, hj: dict, subjects: list[str], check: dict, limit: int, shot
         f"| items/s (whole eval) | {n / lm['total_s']:.2f} | {n / hj['total_s']:.2f} |",
         "| requests / forward rows | "
         f"{lm['requests']} / {lm['forward_rows']} | {hj['requests']} / {hj['forward_rows']} |",
+        f"| Linear multiply-adds (counted), G | {lm['linear_macs'] / 1e9:.0f} | {hj['linear_macs'] / 1e9:.0f} |",
         f"| process wall, s (imports included) | {lm['process_s']:.1f} | {hj['process_s']:.1f} |",
         f"| peak RSS, MiB | {lm['peak_rss_mib']:.0f} | {hj['peak_rss_mib']:.0f} |",
     ]
@@ -93,7 +95,8 @@ def table(lm: dict, hj: dict, subjects: list[str], check: dict, limit: int, shot
     lines += [
         "",
         f"|Δ acc| = {gap:.2f} points (target ≤ 0.5) · speed Hangjia / lm-eval = **{ratio:.2f}×** scoring, "
-        f"{whole:.2f}× whole eval (target ≥ 2×)",
+        f"{whole:.2f}× whole eval (target ≥ 2×); Linear multiply-adds lm-eval / Hangjia "
+        f"{lm['linear_macs'] / hj['linear_macs']:.2f}×",
         f"same prompts: {check['same_prompt']}/{n} · same prediction: {check['same_prediction']}/{n} · "
         f"largest |Δ log-likelihood|: {check['max_loglikelihood_gap']:.2e}",
         f"lm-eval {lm['versions']['lm_eval']}, torch {lm['versions']['torch']} (both sides: "

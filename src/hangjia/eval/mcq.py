@@ -287,17 +287,20 @@ def loglikelihoods(model, tokenizer, requests: Sequence[tuple[str, str]], batch_
                 past.batch_repeat_interleave(len(batch))
                 positions = torch.arange(shared, shared + width, device=model.device).expand(len(batch), -1)
                 kwargs = {cache_arg: past, "position_ids": positions}
-            # Positions [first, width) of the run part cover every target of the batch; the logits start at `first`.
-            first = min(first_target[r] for r in batch) - shared if keep else 0
+            # Positions of the run part that predict a target of some row (a batch's rows end at different
+            # positions, so their union, not the range from the first to the last); `at` maps them to logits.
+            wanted = sorted({p - shared for r in batch for p in range(first_target[r], len(r))}) if keep else []
+            at = {p: i for i, p in enumerate(wanted)} if keep else {p: p for p in range(width)}
             if keep:
-                kwargs["logits_to_keep"] = torch.arange(first, width, device=model.device)
+                kwargs["logits_to_keep"] = torch.tensor(wanted, device=model.device)
             input_ids, mask = input_ids.to(model.device), mask.to(model.device)
             logits = model(input_ids=input_ids, attention_mask=mask, **kwargs).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, inputs in enumerate(batch):
-                end = len(inputs) - shared - first
                 for n in rows[inputs]:
-                    span = logprobs[row, end - len(targets[n]) : end]
+                    # A continuation's positions are consecutive, and so are their places among `wanted`.
+                    start = at[len(inputs) - shared - len(targets[n])]
+                    span = logprobs[row, start : start + len(targets[n])]
                     target = torch.tensor(targets[n], device=span.device).unsqueeze(-1)
                     results[n] = span.gather(-1, target).sum().item()
     model.train(was_training)
