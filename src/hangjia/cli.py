@@ -279,8 +279,8 @@ def export(
 ) -> None:
     """Merge the `domain` model into its base and write GGUF files (f16, q8_0) that llama.cpp runs; WORKSPACE/export.
 
-    --verify (the default, needs `pip install hangjia[export]`) decodes a few prompts greedily with llama.cpp and with
-    transformers and reports where the tokens agree."""
+    --verify (the default; needs the export extra, `pip install 'hangjia\\[export]'`) decodes three prompts, as
+    chat turns, greedily with llama.cpp and with transformers and counts the prompts and tokens that agree."""
     from hangjia import training_stages
 
     ws, cfg = _setup(workspace, config)

@@ -273,6 +273,7 @@ def export(
     """The `domain` model merged into its base (fp32 safetensors) and written as GGUF files for llama.cpp; with
     `verify`, llama.cpp's greedy tokens are compared with transformers' on a few prompts."""
     from hangjia.engine import domain_weights
+    from hangjia.models import load_tokenizer
     from hangjia.train.export import export_model
 
     train = ws.require("train", "`hangjia train`")
@@ -287,19 +288,31 @@ def export(
     inputs = {"train": train["fingerprint"], "domain": str(tuned.relative_to(ws.root))}
     if tuned.parent.name == "dpo":
         inputs["dpo"] = ws.manifest("dpo")["fingerprint"]
-    config = {"formats": list(formats), "verify": verify}
+    full = (tuned / "config.json").is_file() and not (tuned / "adapter_config.json").is_file()
+    # As the server sends them: a user turn in the chat template, so that a tuned model answers (fed the bare
+    # question, the demo's adapter ends at once and only its first token would be compared).
+    tokenizer = load_tokenizer(tuned if full else base_dir)
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        if tokenizer.chat_template
+        else q
+        for q in VERIFY_PROMPTS
+    ]
+    config = {"formats": list(formats), "verify": verify, "verify_prompts": prompts if verify else []}
     if not force and ws.is_current("export", inputs, config):
         return _skipped("export", ws)
-    full = (tuned / "config.json").is_file() and not (tuned / "adapter_config.json").is_file()
     with ws.stage("export", inputs, config) as run, console.status(f"merging and writing {', '.join(formats)}"):
         summary = export_model(
             str(tuned if full else base_dir),
             None if full else tuned,
             run.dir,
             formats=formats,
-            verify_prompts=list(VERIFY_PROMPTS) if verify else None,
+            verify_prompts=prompts if verify else None,
         )
         run.counts.update({f"{fmt}_bytes": v["bytes"] for fmt, v in summary["gguf"].items()})
         for fmt, rows in summary.get("verify", {}).items():
             run.counts[f"{fmt}_greedy_match"] = f"{sum(r['match'] for r in rows)}/{len(rows)}"
+            # New tokens transformers generated, and how many of them llama.cpp gave too before the first difference.
+            agreed = sum(len(r["hf_tokens"]) if r["match"] else r["first_mismatch"] for r in rows)
+            run.counts[f"{fmt}_tokens_agreed"] = f"{agreed}/{sum(len(r['hf_tokens']) for r in rows)}"
     return _done("export", ws)

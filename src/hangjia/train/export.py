@@ -119,6 +119,33 @@ def to_gguf(hf_dir: Path, out_path: Path, outtype: str = "f16", name: str | None
     return out_path
 
 
+def open_gguf(path: Path, **kwargs: Any) -> Any:
+    """A `llama_cpp.Llama` on the GGUF file `path` (keyword arguments go to it; verbose off unless given), with
+    llama.cpp's weight repacking into extra buffer types off: on Intel Xeons with AMX, llama.cpp repacks q8_0
+    weights for its AMX kernel, whose matmul dies of SIGSEGV on the first decode (ggml-org/llama.cpp#20824; seen
+    with llama-cpp-python 0.3.36 on a Xeon with AMX, f16 unaffected). The plain CPU kernels compute the same
+    quantized product. llama-cpp-python has no argument for the model parameter `use_extra_bufts`, so its default
+    parameters are replaced while the model loads."""
+    try:
+        import llama_cpp
+        from llama_cpp import llama as llama_module
+    except ImportError as err:
+        raise HangjiaError("Reading GGUF files needs llama-cpp-python: `pip install -e '.[export]'`.") from err
+
+    defaults = llama_module.llama_cpp.llama_model_default_params
+
+    def without_extra_buffers():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    llama_module.llama_cpp.llama_model_default_params = without_extra_buffers
+    try:
+        return llama_cpp.Llama(model_path=str(path), **{"verbose": False, **kwargs})
+    finally:
+        llama_module.llama_cpp.llama_model_default_params = defaults
+
+
 def verify_gguf(
     hf_dir: Path, gguf_path: Path, prompts: list[str], max_new_tokens: int = 32, n_ctx: int = 512
 ) -> list[dict[str, Any]]:
@@ -132,16 +159,11 @@ def verify_gguf(
     """
     import torch
 
-    try:
-        from llama_cpp import Llama
-    except ImportError as err:
-        raise HangjiaError("Verifying GGUF files needs llama-cpp-python: `pip install -e '.[export]'`.") from err
-
     tokenizer = load_tokenizer(hf_dir)
     model = load_causal_lm(hf_dir)
     eos = model.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
-    llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, verbose=False)
+    llm = open_gguf(gguf_path, n_ctx=n_ctx)
     rows = []
     for prompt in prompts:
         ids = tokenizer(prompt).input_ids
