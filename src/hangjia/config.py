@@ -121,8 +121,9 @@ class SelectConfig(_Section):
     """Nuggets: anchor pairs each candidate is tried on as a one-shot demonstration."""
     quality_fraction: float = Field(1.0, gt=0, le=1)
     """Keep this best-scoring share of pairs before the diversity step."""
-    diversity: Literal["kcenter", "random", "none"] = "kcenter"
-    """How to reach the budget: K-center-greedy on embeddings, a random subset (the baseline), or none (the
+    diversity: Literal["kcenter", "chunks", "random", "none"] = "kcenter"
+    """How to reach the budget: K-center-greedy on embeddings, chunks (rounds over the source chunks, best score
+    first in each: as many passages covered as the budget allows), a random subset (the baseline), or none (the
     best `budget` by quality score, input order without one)."""
     budget: int | None = Field(None, ge=1)
     """Pairs to keep (null: all that pass)."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hangjia.config import SelectConfig
-from hangjia.data.curate import curate, dedup, group_of, heuristics, to_budget
+from hangjia.data.curate import curate, dedup, group_of, heuristics, round_robin_by_chunk, to_budget
 from hangjia.data.general import load_general_prompts, mix_in
 from hangjia.data.synth import QAPair
 
@@ -77,6 +77,24 @@ def test_budget_without_diversity_takes_the_best_scores_in_input_order():
     chosen, drops = to_budget(pairs, SelectConfig(budget=2, diversity="none"), None)
     assert [p.answer for p in chosen] == ["0 kg", "1 kg"]
     assert drops == Counter({"over the budget (first n)": 4})
+
+
+def test_budget_by_chunks_covers_every_passage_before_a_second_pair_of_any():
+    # Chunk a holds the four best-scoring pairs; top-score would spend a budget of 4 on it alone.
+    spec = [("a", 0.9), ("a", 0.8), ("a", 0.7), ("a", 0.6), ("b", 0.5), ("c", 0.2), ("b", 0.4), ("", 0.3)]
+    pairs = [
+        pair(f"Which value does row {i} of chunk {c or 'none'} hold?", f"{i} kg", chunk=c)
+        for i, (c, _) in enumerate(spec)
+    ]
+    scores = {p.question: s for p, (_, s) in zip(pairs, spec, strict=True)}
+    chosen, drops = to_budget(pairs, SelectConfig(budget=4, diversity="chunks"), None, scores)
+    assert [p.answer for p in chosen] == ["0 kg", "4 kg", "5 kg", "7 kg"]  # a, b, c and the chunkless pair
+    assert drops == Counter({"over the budget (chunks)": 4})
+    # Budget 6: the second round goes by score (a's 0.8, then b's 0.4), in input order once chosen.
+    assert round_robin_by_chunk(pairs, 6, scores) == [0, 4, 7, 5, 1, 6]
+    assert sorted(round_robin_by_chunk(pairs, 6, scores)) == [0, 1, 4, 5, 6, 7]
+    # Without scores: input order within a chunk and within a round.
+    assert round_robin_by_chunk(pairs, 5) == [0, 4, 5, 7, 1]
 
 
 def test_curate_end_to_end_keeps_derived_with_their_parent_and_mixes_general():

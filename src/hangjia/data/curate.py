@@ -103,7 +103,8 @@ def by_quality(
 def to_budget(
     pairs: list[QAPair], cfg: SelectConfig, embed: Embed | None, scores: dict[str, float] | None = None
 ) -> tuple[list[QAPair], Counter]:
-    """Down to `budget` pairs: K-center-greedy on embeddings (coverage), a random subset, or the best-scoring n.
+    """Down to `budget` pairs: K-center-greedy on embeddings (coverage), a random subset, the passages' turns
+    (`round_robin_by_chunk`: as many source chunks as the budget reaches), or the best-scoring n.
 
     With `diversity: none` the budget goes to the highest quality scores (Cherry LLM's top-IFD pick), or to the
     first n in input order when no score was computed.
@@ -116,12 +117,31 @@ def to_budget(
         chosen = sorted(k_center_greedy(np.asarray(embed([_text(p) for p in pairs])), cfg.budget))
     elif cfg.diversity == "random":
         chosen = sorted(random.Random(cfg.seed).sample(range(len(pairs)), cfg.budget))
+    elif cfg.diversity == "chunks":
+        chosen = sorted(round_robin_by_chunk(pairs, cfg.budget, scores))
     elif scores:
         chosen = sorted(sorted(range(len(pairs)), key=lambda i: -scores[pairs[i].question])[: cfg.budget])
     else:
         chosen = list(range(cfg.budget))
     how = cfg.diversity if cfg.diversity != "none" else f"best {cfg.quality}" if scores else "first n"
     return [pairs[i] for i in chosen], Counter({f"over the budget ({how})": len(pairs) - cfg.budget})
+
+
+def round_robin_by_chunk(pairs: list[QAPair], budget: int, scores: dict[str, float] | None = None) -> list[int]:
+    """Indices of `budget` pairs taken in rounds over their source chunks: every chunk's best pair first, then
+    every chunk's second best, and so on, so a fact-bearing passage goes unrepresented only once the budget is
+    smaller than the number of passages. Within a chunk, and among the chunks of the round the budget ends in,
+    the higher quality score goes first (without scores, input order); a pair with no chunk is a chunk of its own.
+    """
+    rank: dict[str, int] = {}
+    turns = []  # (round, -score, input index)
+    for i, p in enumerate(
+        sorted(range(len(pairs)), key=lambda i: -scores.get(pairs[i].question, 0.0) if scores else 0)
+    ):
+        key = pairs[p].chunk_id or f"question:{pairs[p].question}"
+        rank[key] = rank.get(key, -1) + 1
+        turns.append((rank[key], i, p))
+    return [p for _, _, p in sorted(turns)[:budget]]
 
 
 def group_of(pair: QAPair, split_by: str) -> str:
