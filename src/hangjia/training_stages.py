@@ -274,6 +274,7 @@ def export(
     `verify`, llama.cpp's greedy tokens are compared with transformers' on a few prompts."""
     from hangjia.engine import domain_weights
     from hangjia.models import load_tokenizer
+    from hangjia.prompts import question_messages
     from hangjia.train.export import export_model
 
     train = ws.require("train", "`hangjia train`")
@@ -289,16 +290,18 @@ def export(
     if tuned.parent.name == "dpo":
         inputs["dpo"] = ws.manifest("dpo")["fingerprint"]
     full = (tuned / "config.json").is_file() and not (tuned / "adapter_config.json").is_file()
-    # As the server sends them: a user turn in the chat template, so that a tuned model answers (fed the bare
-    # question, the demo's adapter ends at once and only its first token would be compared).
-    tokenizer = load_tokenizer(tuned if full else base_dir)
-    prompts = [
-        tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-        if tokenizer.chat_template
-        else q
-        for q in VERIFY_PROMPTS
-    ]
-    config = {"formats": list(formats), "verify": verify, "verify_prompts": prompts if verify else []}
+    # As training and the server shape them (the shared system prompt, then the question), so that a tuned model
+    # answers: fed the bare question, the demo's adapter ends at once and only its first token would be compared.
+    prompts = []
+    if verify:
+        tokenizer = load_tokenizer(tuned if full else base_dir)
+        prompts = [
+            tokenizer.apply_chat_template(question_messages(q), tokenize=False, add_generation_prompt=True)
+            if tokenizer.chat_template
+            else q
+            for q in VERIFY_PROMPTS
+        ]
+    config = {"formats": list(formats), "verify": verify, "verify_prompts": prompts}
     if not force and ws.is_current("export", inputs, config):
         return _skipped("export", ws)
     with ws.stage("export", inputs, config) as run, console.status(f"merging and writing {', '.join(formats)}"):

@@ -160,8 +160,8 @@ def test_llama_cpp_greedy_tokens_match_transformers(exported, fmt, tolerance):
 def _decodes_in_a_child(path: Path) -> None:
     """Decode a few tokens of `path` through `open_gguf` in a child process first, so that a native crash fails
     this test instead of taking the whole session down. With llama.cpp's default weight repacking, llama-cpp-python
-    0.3.36 on an Intel Xeon with AMX (this machine since session 4) dies of SIGSEGV here on the q8_0 file
-    (ggml-org/llama.cpp#20824); `open_gguf` turns the repacking off."""
+    0.3.36 on an Intel Xeon with AMX dies of SIGSEGV here on the q8_0 file (ggml-org/llama.cpp#20824); `open_gguf`
+    turns the repacking off."""
     code = (
         "import sys; from hangjia.train.export import open_gguf; llm = open_gguf(sys.argv[1], n_ctx=64); "
         "next(iter(llm.generate([1, 2, 3], top_k=1, temp=0.0)))"

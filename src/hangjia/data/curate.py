@@ -133,15 +133,14 @@ def round_robin_by_chunk(pairs: list[QAPair], budget: int, scores: dict[str, flo
     smaller than the number of passages. Within a chunk, and among the chunks of the round the budget ends in,
     the higher quality score goes first (without scores, input order); a pair with no chunk is a chunk of its own.
     """
-    rank: dict[str, int] = {}
-    turns = []  # (round, -score, input index)
-    for i, p in enumerate(
-        sorted(range(len(pairs)), key=lambda i: -scores.get(pairs[i].question, 0.0) if scores else 0)
-    ):
-        key = pairs[p].chunk_id or f"question:{pairs[p].question}"
-        rank[key] = rank.get(key, -1) + 1
-        turns.append((rank[key], i, p))
-    return [p for _, _, p in sorted(turns)[:budget]]
+    best_first = sorted(range(len(pairs)), key=lambda i: -scores[pairs[i].question]) if scores else range(len(pairs))
+    taken: Counter = Counter()  # pairs of each chunk seen so far, best first
+    turns = []  # (round, place in best_first, pair index)
+    for place, i in enumerate(best_first):
+        chunk = group_of(pairs[i], "chunk")
+        turns.append((taken[chunk], place, i))
+        taken[chunk] += 1
+    return [i for _, _, i in sorted(turns)[:budget]]
 
 
 def group_of(pair: QAPair, split_by: str) -> str:
