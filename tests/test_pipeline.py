@@ -157,13 +157,32 @@ def test_ingest_on_ray_makes_the_same_dataset_versions_as_in_process(cfg, tmp_pa
     assert on_ray["counts"]["chunks_dataset"] == local["chunks_dataset"]
 
 
+# The child: `hangjia train`, SIGKILLed by itself right after the Trainer reports checkpoint 4 saved. Waiting for
+# the checkpoint from outside raced a fast machine, which could finish all 8 steps between two polls.
+_KILLED_AFTER_CHECKPOINT_4 = """
+import os, runpy, signal, sys
+from transformers.trainer_callback import CallbackHandler
+
+saved = CallbackHandler.on_save
+
+def on_save(self, args, state, control, **kwargs):
+    control = saved(self, args, state, control, **kwargs)
+    if state.global_step == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return control
+
+CallbackHandler.on_save = on_save
+sys.argv = ["hangjia", *sys.argv[1:]]
+runpy.run_module("hangjia", run_name="__main__")
+"""
+
+
 def test_train_resumes_after_kill_9(cfg, tmp_path):
     """`hangjia train` killed with SIGKILL after a checkpoint; `--resume` finishes the run from it."""
     import os
     import signal
     import subprocess
     import sys
-    import time
 
     import yaml
 
@@ -176,22 +195,22 @@ def test_train_resumes_after_kill_9(cfg, tmp_path):
     settings = cfg.model_dump(mode="json", include={"docs", "ingest", "synth", "select", "train"})
     settings["train"].update(max_steps=8, save_steps=2, batch_size=2)
     config.write_text(yaml.safe_dump(settings))
-    command = [sys.executable, "-m", "hangjia", "train", "-w", str(ws.root), "--config", str(config)]
+    arguments = ["train", "-w", str(ws.root), "--config", str(config)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_CHECKPOINT_4, *arguments], env=env, capture_output=True, timeout=300
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     checkpoints = ws.root / ".staging" / "train" / "checkpoints"
-    deadline = time.time() + 240
-    while not (checkpoints / "checkpoint-4" / "trainer_state.json").is_file():
-        assert child.poll() is None and time.time() < deadline, "training ended or stalled before checkpoint 4"
-        time.sleep(0.2)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
+    assert (checkpoints / "checkpoint-4" / "trainer_state.json").is_file()
     assert ws.manifest("train") is None  # nothing committed by the killed run
 
-    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "hangjia", *arguments, "--resume"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     metrics = ws.manifest("train")["counts"]
-    assert metrics["steps"] == 8 and metrics["resumed_from_step"] >= 4
+    assert metrics["steps"] == 8 and metrics["resumed_from_step"] == 4
     logged = [
         json.loads(line)["step"] for line in (ws.stage_dir("train") / "trainer_log.jsonl").read_text().splitlines()
     ]
