@@ -29,7 +29,8 @@ def cfg(tiny_model_dir, tmp_path):
     cfg.eval.limit = 4
     cfg.eval.max_new_tokens = 4
     cfg.eval.mcq = KESTREL / "mcq.jsonl"
-    general = tmp_path / "anatomy_test.csv"
+    general = tmp_path / "mmlu" / "test" / "anatomy_test.csv"  # MMLU's layout: dev/anatomy_dev.csv beside test/
+    general.parent.mkdir(parents=True)
     general.write_text(
         "question,choice0,choice1,choice2,choice3,answer\n"
         "Which bone is in the thigh?,femur,ulna,radius,skull,0\n"
@@ -124,6 +125,26 @@ def test_build_runs_every_stage_with_a_local_model_dir_as_base(cfg, tmp_path):
     cfg.gate.min_domain_gain = 100.0
     assert _gate(ws, cfg) == 1
     assert json.loads((ws.stage_dir("eval") / "gate.json").read_text())["reference"] == "production"
+
+    # k-shot general knowledge: a missing dev file is named before any model loads; then its first row is the shot.
+    cfg.eval.general_shots = 1
+    with pytest.raises(HangjiaError, match="dev file"):
+        eval_stage.evaluate(ws, cfg, console)
+    dev = cfg.eval.general[0].parent.parent / "dev" / "anatomy_dev.csv"
+    dev.parent.mkdir()
+    dev.write_text("Which bone is in the arm?,ulna,femur,tibia,skull,A\nWhich organ breathes?,lung,eye,ear,skin,A\n")
+    assert eval_stage.evaluate(ws, cfg, console)["skipped"] is False
+    shot_rows = json.loads((ws.stage_dir("eval") / "results.json").read_text())["choices"]
+    assert {(r["set"], r["shots"]) for r in shot_rows} == {("domain mcq", 0), ("general: anatomy", 1)}
+    from hangjia.eval.mcq import evaluate_mcq, load_mcq_csv
+    from hangjia.models import load_causal_lm, load_tokenizer
+
+    base, tokenizer = load_causal_lm(Path(cfg.train.base_model)), load_tokenizer(Path(cfg.train.base_model))
+    direct = evaluate_mcq(base, tokenizer, load_mcq_csv(cfg.eval.general[0])[:2], 1, load_mcq_csv(dev))
+    row = next(r for r in shot_rows if r["set"] == "general: anatomy" and r["model"] == "base")
+    assert (row["acc"], row["acc_norm"], row["n"]) == (direct["acc"], direct["acc_norm"], 2)
+    cfg.eval.general_shots = 0
+
     cfg.eval.production = tmp_path / "docs"  # neither an adapter nor a model
     with pytest.raises(HangjiaError, match="neither an adapter"):
         eval_stage.evaluate(ws, cfg, console)

@@ -13,7 +13,6 @@ import argparse
 import json
 import resource
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from counting import count  # this folder is on sys.path: the script runs from it
@@ -34,7 +33,7 @@ def main() -> None:
     import torch
     import transformers  # noqa: F401  imported before the load timer, as lm-eval's side imports it before its own
 
-    from hangjia.eval.mcq import evaluate_mcq, load_mmlu_csv, prompt, shots_for
+    from hangjia.eval.mcq import evaluate_mcq, load_mcq_csv, prompt, shots_for
     from hangjia.models import load_causal_lm, load_tokenizer
 
     start = time.perf_counter()
@@ -47,11 +46,9 @@ def main() -> None:
     start = time.perf_counter()
     items, dev = [], []
     for subject in args.subjects.split(","):
-        items += load_mmlu_csv(Path(args.mmlu) / "test" / f"{subject}_test.csv", subject)[: args.limit]
+        items += load_mcq_csv(Path(args.mmlu) / "test" / f"{subject}_test.csv")[: args.limit]
         if args.shots:
-            # Ids are "<subject>/<row>" in either file; the shots must not look like the test item they precede.
-            shots = load_mmlu_csv(Path(args.mmlu) / "dev" / f"{subject}_dev.csv", subject)
-            dev += [replace(shot, id=f"dev:{shot.id}") for shot in shots]
+            dev += load_mcq_csv(Path(args.mmlu) / "dev" / f"{subject}_dev.csv")
     read_s = time.perf_counter() - start
     start = time.perf_counter()
     result = evaluate_mcq(model, tokenizer, items, args.shots, dev, batch_size=args.batch_size, norm=False)

@@ -313,9 +313,13 @@ class EvalConfig(_Section):
     mcq: Path | None = None
     """Multiple-choice questions (the examples/kestrel/mcq.jsonl format) scored by log-likelihood per model."""
     general: list[Path] = []
-    """MMLU-format CSV files (e.g. ../shared/benchmarks/mmlu/test/anatomy_test.csv): general-knowledge retention."""
+    """General-knowledge retention: MMLU, CMMLU or C-Eval CSV files (e.g. ../shared/benchmarks/mmlu/test/
+    anatomy_test.csv, cmmlu/test/anatomy.csv, ceval/val/physician_val.csv), each prompted as lm-eval does."""
     general_limit: int | None = Field(100, ge=1)
     """Items taken from each general-knowledge file (none: all)."""
+    general_shots: int = Field(0, ge=0, le=10)
+    """Solved questions before each general-knowledge question: the first N rows of the subject's dev file beside
+    the test file (MMLU's and C-Eval's dev/X_dev.csv, CMMLU's dev/X.csv), as lm-eval's first_n; 0: zero-shot."""
     batch_size: int = Field(16, ge=1, le=256)
     """Questions generated together; on a CPU decoding reads all weights per step, so larger batches amortise it."""
     perplexity_chunks: int = Field(50, ge=0)

@@ -36,6 +36,12 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
     for path in [cfg.eval.mcq, *cfg.eval.general]:
         if path is not None:
             inputs[f"choices:{Path(path).name}"] = sha256_file(_existing(Path(path)))
+    if cfg.eval.general_shots:
+        from hangjia.eval.mcq import dev_file_for
+
+        for path in cfg.eval.general:
+            dev = dev_file_for(Path(path))
+            inputs[f"shots:{dev.parent.parent.name}/{dev.name}"] = sha256_file(dev)
     production = None
     if cfg.eval.production is not None:
         production = checked_model_folder(Path(cfg.eval.production).expanduser().resolve())
@@ -125,20 +131,25 @@ def _existing(path: Path) -> Path:
 
 
 def _multiple_choice(engine, cfg: ProjectConfig, status) -> list[dict[str, Any]]:
-    """Domain MCQ and general-knowledge (MMLU-format) sets, 0-shot by log-likelihood, for every model."""
-    from hangjia.eval.mcq import evaluate_mcq, load_mcq_jsonl, load_mmlu_csv
+    """Domain MCQ (0-shot) and general-knowledge sets (MMLU, CMMLU, C-Eval; `eval.general_shots` solved questions
+    from each subject's dev file) by log-likelihood, for every model."""
+    from hangjia.eval.mcq import dev_file_for, evaluate_mcq, load_mcq_csv, load_mcq_jsonl
 
-    sets = []
+    sets = []  # (name, items, shots, dev items)
     if cfg.eval.mcq is not None:
-        sets.append(("domain mcq", load_mcq_jsonl(Path(cfg.eval.mcq))))
+        sets.append(("domain mcq", load_mcq_jsonl(Path(cfg.eval.mcq)), 0, []))
+    shots = cfg.eval.general_shots
     for path in cfg.eval.general:
-        subject = Path(path).stem.removesuffix("_test").removesuffix("_dev")
-        sets.append((f"general: {subject}", load_mmlu_csv(Path(path), subject)[: cfg.eval.general_limit]))
+        items = load_mcq_csv(Path(path))[: cfg.eval.general_limit]
+        dev = load_mcq_csv(dev_file_for(Path(path)), items[0].subject) if shots else []
+        sets.append((f"general: {items[0].subject}", items, shots, dev))
     rows = []
-    for set_name, items in sets:
+    for set_name, items, k, dev in sets:
         for name in engine.model_names:
             status(f"{set_name} · {name}")
             with engine.using(name) as model:
-                scored = evaluate_mcq(model, engine.tokenizer, items, batch_size=cfg.eval.batch_size)
-            rows.append({"set": set_name, "model": name, **{k: scored[k] for k in ("acc", "acc_norm", "n")}})
+                scored = evaluate_mcq(model, engine.tokenizer, items, k, dev, batch_size=cfg.eval.batch_size)
+            rows.append(
+                {"set": set_name, "model": name, "shots": k, **{key: scored[key] for key in ("acc", "acc_norm", "n")}}
+            )
     return rows

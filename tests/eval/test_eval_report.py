@@ -57,8 +57,8 @@ def make_results(answers):
         "choices": [
             {"set": "domain mcq", "model": "base", "acc": 0.4, "acc_norm": 0.4, "n": 30},
             {"set": "domain mcq", "model": "domain", "acc": 0.6, "acc_norm": 0.5, "n": 30},
-            {"set": "general: anatomy", "model": "base", "acc": 0.5, "acc_norm": 0.5, "n": 100},
-            {"set": "general: anatomy", "model": "domain", "acc": 0.48, "acc_norm": 0.5, "n": 100},
+            {"set": "general: anatomy", "model": "base", "shots": 5, "acc": 0.5, "acc_norm": 0.5, "n": 100},
+            {"set": "general: anatomy", "model": "domain", "shots": 5, "acc": 0.48, "acc_norm": 0.5, "n": 100},
         ],
         "retrieval": {
             "ks": [1, 3],
@@ -103,7 +103,8 @@ def test_report_files_charts_and_escaping(tmp_path):
     assert "<script>" not in md and "\\| &amp; more" in md  # a pipe would break the table row
     assert "| domain + RAG | 100.0 |" in md
     assert "| base | 33.3 | 100.0 |" in md  # model × RAG accuracy matrix
-    assert "recall@3" in md and "12.34" in md and "| general: anatomy | domain | 100 | 48.0 | 50.0 | -2.0 |" in md
+    assert "recall@3" in md and "12.34" in md and "| general: anatomy | domain | 5 | 100 | 48.0 | 50.0 | -2.0 |" in md
+    assert "| domain mcq | base | 0 | 30 |" in md  # results written before shots were recorded: 0-shot
 
     report = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert [c["condition"] for c in report["conditions"]] == ["base", "base + RAG", "domain", "domain + RAG"]

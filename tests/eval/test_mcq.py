@@ -6,7 +6,17 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hangjia.errors import HangjiaError
-from hangjia.eval.mcq import MCQ, evaluate_mcq, load_mcq_jsonl, load_mmlu_csv, loglikelihoods, prompt, score_choices
+from hangjia.eval.mcq import (
+    MCQ,
+    dev_file_for,
+    evaluate_mcq,
+    load_mcq_csv,
+    load_mcq_jsonl,
+    loglikelihoods,
+    prompt,
+    score_choices,
+    shots_for,
+)
 
 KESTREL = Path(__file__).parents[2] / "examples/kestrel"
 
@@ -72,7 +82,7 @@ def test_load_mcq_jsonl_names_the_bad_line(tmp_path):
         load_mcq_jsonl(path)
 
 
-def test_load_mmlu_csv_both_layouts(tmp_path):
+def test_load_mcq_csv_both_mmlu_layouts(tmp_path):
     # Original release: no header, answer letter; a quoted field with a comma and a line break.
     original = tmp_path / "anatomy_test.csv"
     original.write_text('"Which bone,\nif any?",Hyoid,Femur,Tibia,Ulna,A\nSecond?,w,x,y,z,D\n', encoding="utf-8")
@@ -84,18 +94,18 @@ def test_load_mmlu_csv_both_layouts(tmp_path):
         encoding="utf-8",
     )
     for path in (original, shared):
-        items = load_mmlu_csv(path, "anatomy")
+        items = load_mcq_csv(path, "anatomy")
         assert [(i.question, i.choices, i.answer, i.subject) for i in items] == [
             ("Which bone,\nif any?", ["Hyoid", "Femur", "Tibia", "Ulna"], 0, "anatomy"),
             ("Second?", ["w", "x", "y", "z"], 3, "anatomy"),
         ]
 
 
-def test_load_mmlu_csv_names_the_bad_line(tmp_path):
+def test_load_mcq_csv_names_the_bad_line(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text('"multi\nline",a,b,c,d,B\nshort,a,b,c\n', encoding="utf-8")
     with pytest.raises(HangjiaError, match=r"bad.csv:3 .*4 columns"):
-        load_mmlu_csv(path, "x")
+        load_mcq_csv(path, "x")
 
 
 def test_prompt_is_the_lm_eval_mmlu_format():
@@ -138,6 +148,77 @@ MMLU = Path("/work/shared/benchmarks/mmlu")
 
 @pytest.mark.skipif(not MMLU.is_dir(), reason="shared MMLU copy not present")
 def test_load_the_shared_mmlu_copy():
-    assert len(load_mmlu_csv(MMLU / "test/anatomy_test.csv", "anatomy")) == 135
-    dev = load_mmlu_csv(MMLU / "dev/anatomy_dev.csv", "anatomy")
+    assert len(load_mcq_csv(MMLU / "test/anatomy_test.csv", "anatomy")) == 135
+    dev = load_mcq_csv(MMLU / "dev/anatomy_dev.csv", "anatomy")
     assert len(dev) == 5 and dev[0].answer == 3 and dev[0].question.startswith("What is the embryological")
+
+
+def test_cmmlu_and_ceval_rows_are_prompted_as_lm_eval_does(tmp_path):
+    """lm-eval's cmmlu / ceval tasks: a Chinese description naming the subject, "答案：" as the cue, the letters as
+    continuations (the same " A".." D" as MMLU's)."""
+    cmmlu = tmp_path / "cmmlu" / "test" / "anatomy.csv"
+    ceval = tmp_path / "ceval" / "val" / "physician_val.csv"
+    cmmlu.parent.mkdir(parents=True), ceval.parent.mkdir(parents=True)
+    cmmlu.write_text(",Question,A,B,C,D,Answer\n0, 女性生殖腺是 ,卵巢,前庭大腺,前庭球,乳腺,A\n", encoding="utf-8")
+    ceval.write_text(
+        'id,question,A,B,C,D,answer,explanation\n0,核心问题是____,甲,乙,丙,丁,B,"1. 因为\n乙"\n', encoding="utf-8"
+    )
+    (item,) = load_mcq_csv(cmmlu)
+    assert (item.id, item.subject, item.choices, item.answer) == (
+        "anatomy/test/0",
+        "anatomy",
+        ["卵巢", "前庭大腺", "前庭球", "乳腺"],
+        0,
+    )
+    assert prompt(item) == (
+        "以下是关于解剖学的单项选择题，请直接给出正确答案的选项。\n\n"
+        "女性生殖腺是\nA. 卵巢\nB. 前庭大腺\nC. 前庭球\nD. 乳腺\n答案："
+    )
+    (item,) = load_mcq_csv(ceval)
+    assert (item.id, item.subject, item.answer) == ("physician/val/0", "physician", 1)
+    assert prompt(item, [item]) == (
+        "以下是中国关于医师资格考试的单项选择题，请选出其中的正确答案。\n\n"
+        "核心问题是____\nA. 甲\nB. 乙\nC. 丙\nD. 丁\n答案： B\n\n"
+        "核心问题是____\nA. 甲\nB. 乙\nC. 丙\nD. 丁\n答案："
+    )
+
+
+def test_an_unlabelled_row_is_named(tmp_path):
+    path = tmp_path / "physician_test.csv"  # C-Eval's test split carries no answers
+    path.write_text("id,question,A,B,C,D,answer\n0,q,a,b,c,d,\n", encoding="utf-8")
+    with pytest.raises(HangjiaError, match=r"physician_test.csv:2 .*no answer"):
+        load_mcq_csv(path)
+
+
+@pytest.mark.parametrize(
+    ("test", "dev"),
+    [
+        ("mmlu/test/anatomy_test.csv", "mmlu/dev/anatomy_dev.csv"),
+        ("cmmlu/test/anatomy.csv", "cmmlu/dev/anatomy.csv"),
+        ("ceval/val/anatomy_val.csv", "ceval/dev/anatomy_dev.csv"),
+    ],
+)
+def test_the_dev_file_beside_each_layout_and_ids_that_never_collide(tmp_path, test, dev):
+    for name in (test, dev):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("q,a,b,c,d,A\n", encoding="utf-8")
+    assert dev_file_for(tmp_path / test) == tmp_path / dev
+    (item,), (shot,) = load_mcq_csv(tmp_path / test), load_mcq_csv(tmp_path / dev)
+    assert item.id != shot.id and shots_for(item, 1, [shot]) == [shot]
+    (tmp_path / dev).unlink()
+    with pytest.raises(HangjiaError, match="needs its dev file"):
+        dev_file_for(tmp_path / test)
+
+
+SHARED = MMLU.parent
+
+
+@pytest.mark.skipif(not (SHARED / "cmmlu").is_dir(), reason="shared CMMLU / C-Eval copies not present")
+def test_load_the_shared_cmmlu_and_ceval_copies():
+    dev = load_mcq_csv(SHARED / "cmmlu/dev/agronomy.csv")
+    assert len(dev) == 5 and dev[0].question == "肉牛屠宰后，胴体的哪个部位肉质较好" and dev[0].answer == 2
+    assert len(load_mcq_csv(SHARED / "cmmlu/test/anatomy.csv")) == 148
+    # C-Eval: 52 subjects, 5 dev rows each and 1,346 val rows in all (the sizes its SOURCE.md states).
+    paths = sorted((SHARED / "ceval/val").glob("*_val.csv"))
+    assert len(paths) == 52 and sum(len(load_mcq_csv(path)) for path in paths) == 1346
+    assert {len(load_mcq_csv(dev_file_for(path))) for path in paths} == {5}

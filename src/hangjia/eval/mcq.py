@@ -11,6 +11,8 @@ import csv
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,13 @@ from hangjia.errors import HangjiaError
 
 LETTERS = "ABCD"
 MMLU_HEADER = ["question", "choice0", "choice1", "choice2", "choice3", "answer"]
+SPLITS = ("test", "dev", "val")
+# lm-eval's cmmlu and ceval tasks: the description names the subject in Chinese; the cue replaces "Answer:".
+ZH_DESCRIPTIONS = {
+    "cmmlu": "以下是关于{}的单项选择题，请直接给出正确答案的选项。\n\n",
+    "ceval": "以下是中国关于{}考试的单项选择题，请选出其中的正确答案。\n\n",
+}
+ZH_CUE = "答案："
 
 
 @dataclass
@@ -28,6 +37,10 @@ class MCQ:
     answer: int
     """0-based index of the correct choice."""
     subject: str = ""
+    header: str | None = None
+    """The prompt's opening description; None: MMLU's English one about `subject` (none without a subject)."""
+    cue: str = "Answer:"
+    """The last words of the prompt, before the answer letter."""
 
 
 def _answer_index(value: Any) -> int:
@@ -72,52 +85,115 @@ def load_mcq_jsonl(path: Path, subject: str = "") -> list[MCQ]:
     return items
 
 
-def load_mmlu_csv(path: Path, subject: str) -> list[MCQ]:
-    """MMLU rows: question, 4 choices, answer. Reads both the original release (no header, answer letter)
-    and the copy under shared/benchmarks/mmlu (header row, 0-based answer index)."""
+def subject_of(path: Path) -> str:
+    """`anatomy` from anatomy_test.csv, anatomy_dev.csv, anatomy_val.csv (MMLU, C-Eval) or anatomy.csv (CMMLU)."""
+    stem = path.stem
+    for split in SPLITS:
+        stem = stem.removesuffix(f"_{split}")
+    return stem
+
+
+def dev_file_for(path: Path) -> Path:
+    """The solved questions beside a test file, as each benchmark lays them out: MMLU `test/X_test.csv` →
+    `dev/X_dev.csv`, C-Eval `val/X_val.csv` → `dev/X_dev.csv`, CMMLU `test/X.csv` → `dev/X.csv`."""
+    subject = subject_of(path)
+    tried = [path.parent.parent / "dev" / f"{subject}_dev.csv", path.parent.parent / "dev" / f"{subject}.csv"]
+    found = next((p for p in tried if p.is_file()), None)
+    if found is None:
+        raise HangjiaError(
+            f"k-shot evaluation of {path} needs its dev file with the solved questions; looked for "
+            f"{' and '.join(str(p) for p in tried)}. Set eval.general_shots: 0 or put the dev file there."
+        )
+    return found
+
+
+def _layout(first_row: list[str]) -> tuple[str, dict[str, int]] | None:
+    """(benchmark, column of question / each choice / answer) from a header row; None when it is no header."""
+    cells = [c.strip().lower() for c in first_row]
+    if cells == MMLU_HEADER:
+        return "mmlu", {name: n for n, name in enumerate(MMLU_HEADER)}
+    if {"question", "a", "b", "c", "d", "answer"} <= set(cells):
+        names = ["question", *"abcd", "answer"]
+        columns = {key: cells.index(name) for key, name in zip(MMLU_HEADER, names, strict=True)}
+        # C-Eval: id,question,A,B,C,D,answer,explanation; CMMLU: ,Question,A,B,C,D,Answer.
+        return ("ceval" if cells[0] == "id" or "explanation" in cells else "cmmlu"), columns
+    return None
+
+
+def load_mcq_csv(path: Path, subject: str | None = None) -> list[MCQ]:
+    """Multiple-choice rows of MMLU (the original release: no header, answer letter; the copy under
+    shared/benchmarks/mmlu: header row, 0-based answer index), CMMLU (`,Question,A,B,C,D,Answer`) or C-Eval
+    (`id,question,A,B,C,D,answer,explanation`), each prompted as lm-eval's task for that benchmark does.
+
+    `subject` defaults to the file's name without its split (`subject_of`). Ids are `<subject>/<split>/<row>`, so
+    a test item and a dev shot never share one."""
     if not path.is_file():
-        raise HangjiaError(f"MMLU file {path} does not exist.")
+        raise HangjiaError(f"Multiple-choice file {path} does not exist.")
+    subject = subject or subject_of(path)
+    split = next((s for s in SPLITS if path.stem.endswith(f"_{s}")), None)
+    split = split or (path.parent.name if path.parent.name in SPLITS else "")
     items = []
-    with path.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
-        start = 1
+        benchmark, columns = "mmlu", {name: n for n, name in enumerate(MMLU_HEADER)}
+        width, start = len(MMLU_HEADER), 1
         for row in reader:
             # Fields may span lines, so a record starts one line after the previous record ended.
             lineno, start = start, reader.line_num + 1
-            if lineno == 1 and [c.strip().lower() for c in row] == MMLU_HEADER:
+            if lineno == 1 and (layout := _layout(row)) is not None:
+                (benchmark, columns), width = layout, len(row)
                 continue
             if not any(c.strip() for c in row):
                 continue
             try:
-                if len(row) != 6:
-                    raise ValueError(f"{len(row)} columns instead of 6")
+                if len(row) != width:
+                    raise ValueError(f"{len(row)} columns instead of {width}")
+                if not row[columns["answer"]].strip():
+                    raise ValueError("no answer (C-Eval's test split is unlabelled: evaluate its val split)")
                 items.append(
                     MCQ(
-                        id=f"{subject}/{len(items)}",
-                        question=row[0],
-                        choices=row[1:5],
-                        answer=_answer_index(row[5]),
+                        id="/".join(part for part in (subject, split, str(len(items))) if part),
+                        question=row[columns["question"]],
+                        choices=[row[columns[f"choice{k}"]] for k in range(4)],
+                        answer=_answer_index(row[columns["answer"]]),
                         subject=subject,
+                        **_template(benchmark, subject),
                     )
                 )
             except ValueError as exc:
                 raise HangjiaError(
-                    f"{path}:{lineno} is not an MMLU row ({exc}); expected question, A, B, C, D, answer."
+                    f"{path}:{lineno} is not a multiple-choice row ({exc}); expected question, A, B, C, D, answer "
+                    "(MMLU), or the CMMLU / C-Eval header and columns."
                 ) from None
     if not items:
-        raise HangjiaError(f"MMLU file {path} has no questions.")
+        raise HangjiaError(f"Multiple-choice file {path} has no questions.")
     return items
+
+
+@cache
+def _subjects_zh() -> dict[str, dict[str, str]]:
+    """Chinese subject names of CMMLU and C-Eval (from each benchmark's own subject list)."""
+    return json.loads(resources.files("hangjia.eval").joinpath("subjects_zh.json").read_text(encoding="utf-8"))
+
+
+def _template(benchmark: str, subject: str) -> dict[str, Any]:
+    """lm-eval's description and answer cue for CMMLU and C-Eval (Chinese subject names); MMLU's are the defaults."""
+    if benchmark == "mmlu":
+        return {}
+    name = _subjects_zh()[benchmark].get(subject, subject.replace("_", " "))
+    return {"header": ZH_DESCRIPTIONS[benchmark].format(name), "cue": ZH_CUE}
 
 
 def _format(item: MCQ) -> str:
     options = "".join(f"\n{letter}. {choice}" for letter, choice in zip(LETTERS, item.choices, strict=True))
-    return f"{item.question.strip()}{options}\nAnswer:"
+    return f"{item.question.strip()}{options}\n{item.cue}"
 
 
 def prompt(item: MCQ, shots: Sequence[MCQ] = ()) -> str:
-    """lm-evaluation-harness MMLU prompt: subject header, solved shots, then the question ending in 'Answer:'."""
-    header = ""
-    if item.subject:
+    """lm-evaluation-harness prompt: the benchmark's description (MMLU's English subject header unless the item
+    carries its own), solved shots, then the question ending in its cue ('Answer:', CMMLU / C-Eval '答案：')."""
+    header = item.header or ""
+    if item.header is None and item.subject:
         header = (
             f"The following are multiple choice questions (with answers) about {item.subject.replace('_', ' ')}.\n\n"
         )

@@ -211,12 +211,14 @@ def _tables(report: dict[str, Any]) -> list[tuple[str, str, list[str], list[list
         tables.append(
             (
                 "Multiple choice and retention",
-                "0-shot log-likelihood, percent; Δ is acc against base in points (general sets: knowledge retained).",
-                ["set", "model", "items", "acc", "acc_norm", "Δ acc vs base"],
+                "Log-likelihood, percent; shots: solved questions before each one; Δ is acc against base in points "
+                "(general sets: knowledge retained).",
+                ["set", "model", "shots", "items", "acc", "acc_norm", "Δ acc vs base"],
                 [
                     [
                         r["set"],
                         r["model"],
+                        str(r.get("shots", 0)),
                         str(r["n"]),
                         _pct(r["acc"]),
                         _pct(r["acc_norm"]),
