@@ -1,10 +1,10 @@
 """Hangjia's half of mcq_vs_lm_eval; runs in .venv, in its own process so that its peak RSS is its own.
 
-Loads the model as the pipeline does, reads the first `limit` rows of each subject's test CSV and scores them with
-`evaluate_mcq(norm=False)` (with `--shots N`, after the first N rows of the subject's dev CSV): the letters " A"..
-" D", which is all lm-eval's MMLU task scores. Writes one JSON file with per-subject acc, every item's four
-log-likelihoods and prompt, and the times of model load, CSV reading and `evaluate_mcq` (prompts + tokenising +
-forward passes: the scoring).
+Loads the model as the pipeline does, reads the first `limit` rows of each test CSV (MMLU, CMMLU or C-Eval, as
+`hangjia eval` reads `eval.general`) and scores them with `evaluate_mcq(norm=False)` (with `--shots N`, after the
+first N rows of the subject's dev CSV): the letters " A".." D", which is all lm-eval's task scores. Writes one
+JSON file with per-subject acc, every item's four log-likelihoods and prompt, and the times of model load, CSV
+reading and `evaluate_mcq` (prompts + tokenising + forward passes: the scoring).
 """
 
 from __future__ import annotations
@@ -21,19 +21,18 @@ from counting import count  # this folder is on sys.path: the script runs from i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-dir", required=True)
-    parser.add_argument("--mmlu", required=True, help="folder with test/<subject>_test.csv")
-    parser.add_argument("--subjects", required=True, help="comma-separated")
+    parser.add_argument("--files", required=True, help="comma-separated test CSVs, one per subject")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--dtype", default="float32", help="float32 (as the pipeline loads) or bfloat16")
-    parser.add_argument("--shots", type=int, default=0, help="the first N rows of dev/<subject>_dev.csv, as lm-eval")
+    parser.add_argument("--shots", type=int, default=0, help="the first N rows of the subject's dev CSV, as lm-eval")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
     import torch
     import transformers  # noqa: F401  imported before the load timer, as lm-eval's side imports it before its own
 
-    from hangjia.eval.mcq import evaluate_mcq, load_mcq_csv, prompt, shots_for
+    from hangjia.eval.mcq import dev_file_for, evaluate_mcq, load_mcq_csv, prompt, shots_for
     from hangjia.models import load_causal_lm, load_tokenizer
 
     start = time.perf_counter()
@@ -45,10 +44,10 @@ def main() -> None:
 
     start = time.perf_counter()
     items, dev = [], []
-    for subject in args.subjects.split(","):
-        items += load_mcq_csv(Path(args.mmlu) / "test" / f"{subject}_test.csv")[: args.limit]
+    for path in map(Path, args.files.split(",")):
+        items += load_mcq_csv(path)[: args.limit]
         if args.shots:
-            dev += load_mcq_csv(Path(args.mmlu) / "dev" / f"{subject}_dev.csv")
+            dev += load_mcq_csv(dev_file_for(path))
     read_s = time.perf_counter() - start
     start = time.perf_counter()
     result = evaluate_mcq(model, tokenizer, items, args.shots, dev, batch_size=args.batch_size, norm=False)

@@ -1,6 +1,8 @@
-"""mcq_vs_lm_eval: Hangjia's MCQ scorer against lm-evaluation-harness on the same model and MMLU slice.
+"""mcq_vs_lm_eval: Hangjia's MCQ scorer against lm-evaluation-harness on the same model and MMLU slice (or CMMLU's or
+C-Eval's, with --benchmark).
 
-Both score MMLU (0-shot unless --shots) by log-likelihood of " A".." D" after lm-eval's MMLU prompt, on CPU in float32
+Both score the slice (0-shot unless --shots) by log-likelihood of " A".." D" after lm-eval's prompt for that benchmark
+(MMLU's English one; CMMLU's and C-Eval's Chinese description and "答案："), on CPU in float32
 (unless --dtype) with the same batch size, each in its own process (lm-eval in benchmarks/.venvs/lm-eval, made by
 setup.sh; Hangjia in .venv), so each peak RSS is its own. Timed, per side:
   load     model + tokenizer (reported, not in items/s);
@@ -8,11 +10,12 @@ setup.sh; Hangjia in .venv), so each peak RSS is its own. Timed, per side:
            Hangjia: `evaluate_mcq` (prompts, tokenising, batching, forward passes)  -> the headline items/s;
   whole    lm-eval: `simple_evaluate` (CSV loading, prompts, scoring, metrics; its task index is built before);
            Hangjia: reading the CSVs + `evaluate_mcq`.
-Items/s counts MMLU questions. The script also checks that both sides built the same prompts and compares every
+Items/s counts questions. The script also checks that both sides built the same prompts and compares every
 log-likelihood, and counts each side's forward rows and `nn.Linear` multiply-adds (counting.py): the arithmetic
 that bounds the scoring ratio where the GEMMs run near the cores' peak.
 
-Usage: .venv/bin/python benchmarks/mcq_vs_lm_eval/run.py [--batch-size 8] [--limit 50] [--shots 0] [--json out.json]
+Usage: .venv/bin/python benchmarks/mcq_vs_lm_eval/run.py [--benchmark mmlu|cmmlu|ceval] [--batch-size 8] [--limit 50]
+                                                          [--shots 0] [--json out.json]
 """
 
 from __future__ import annotations
@@ -30,7 +33,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 LM_EVAL_PYTHON = REPO / "benchmarks/.venvs/lm-eval/bin/python"
-SUBJECTS = ["high_school_geography", "high_school_biology", "nutrition", "miscellaneous"]
+# Each benchmark's default slice, and where its test and dev CSVs lie under shared/benchmarks/<benchmark>.
+SUBJECTS = {
+    "mmlu": ["high_school_geography", "high_school_biology", "nutrition", "miscellaneous"],
+    "cmmlu": ["anatomy", "high_school_geography", "nutrition", "chinese_history"],
+    "ceval": ["college_economics", "physician", "teacher_qualification", "civil_servant"],
+}
+TEST_FILE = {"mmlu": "test/{}_test.csv", "cmmlu": "test/{}.csv", "ceval": "val/{}_val.csv"}
 
 
 def run_side(name: str, command: list[str], cwd: Path) -> float:
@@ -45,12 +54,12 @@ def run_side(name: str, command: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
-def compare(lm: dict, hj: dict, subjects: list[str]) -> dict:
+def compare(lm: dict, hj: dict, subjects: list[str], benchmark: str) -> dict:
     """Same prompts? Same predictions? Largest log-likelihood gap? Over items both sides scored."""
     same_prompt = same_pred = n = 0
     max_gap = 0.0
     for subject in subjects:
-        lm_items = lm["tasks"][f"local_mmlu_{subject}"]["samples"]
+        lm_items = lm["tasks"][f"local_{benchmark}_{subject}"]["samples"]
         hj_items = hj["subjects"][subject]["items"]
         if len(lm_items) != len(hj_items):
             sys.exit(f"{subject}: lm-eval scored {len(lm_items)} items, Hangjia {len(hj_items)}.")
@@ -65,9 +74,9 @@ def compare(lm: dict, hj: dict, subjects: list[str]) -> dict:
     return {"items": n, "same_prompt": same_prompt, "same_prediction": same_pred, "max_loglikelihood_gap": max_gap}
 
 
-def table(lm: dict, hj: dict, subjects: list[str], check: dict, limit: int, shots: int) -> str:
+def table(lm: dict, hj: dict, subjects: list[str], check: dict, limit: int, shots: int, benchmark: str) -> str:
     n = check["items"]
-    lm_acc = {s: lm["tasks"][f"local_mmlu_{s}"]["acc"] for s in subjects}
+    lm_acc = {s: lm["tasks"][f"local_{benchmark}_{s}"]["acc"] for s in subjects}
     hj_acc = {s: hj["subjects"][s]["acc"] for s in subjects}
     counts = {s: len(hj["subjects"][s]["items"]) for s in subjects}
     mean = {side: sum(acc[s] * counts[s] for s in subjects) / n for side, acc in (("lm", lm_acc), ("hj", hj_acc))}
@@ -113,8 +122,11 @@ def main() -> None:
     parser.add_argument(
         "--shots", type=int, default=0, help="solved dev questions before each one, both sides (default 0; MMLU's 5)"
     )
-    parser.add_argument("--subjects", default=",".join(SUBJECTS), help="comma-separated MMLU subjects")
-    parser.add_argument("--mmlu", type=Path, default=REPO.parent / "shared/benchmarks/mmlu", help="MMLU folder")
+    parser.add_argument("--benchmark", default="mmlu", choices=sorted(SUBJECTS), help="whose slice (default mmlu)")
+    parser.add_argument("--subjects", help="comma-separated subjects (default: the benchmark's slice of four)")
+    parser.add_argument(
+        "--data", "--mmlu", type=Path, help="the benchmark's folder (default ../shared/benchmarks/<benchmark>)"
+    )
     parser.add_argument(
         "--dtype", default="float32", choices=["float32", "bfloat16"], help="weights and activations, both sides"
     )
@@ -124,14 +136,16 @@ def main() -> None:
 
     from hangjia.models import resolve_base
 
-    subjects = args.subjects.split(",")
-    mmlu = args.mmlu.resolve()
-    missing = [s for s in subjects if not (mmlu / "test" / f"{s}_test.csv").is_file()]
+    bench = args.benchmark
+    subjects = args.subjects.split(",") if args.subjects else SUBJECTS[bench]
+    data = (args.data or REPO.parent / "shared/benchmarks" / bench).resolve()
+    files = [data / TEST_FILE[bench].format(s) for s in subjects]
+    missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        sys.exit(f"No MMLU test file for {', '.join(missing)} under {mmlu}; pass --mmlu or fix --subjects.")
-    unknown = [s for s in subjects if not (HERE / "tasks" / f"local_mmlu_{s}.yaml").is_file()]
+        sys.exit(f"No test file {', '.join(missing)}; pass --data or fix --subjects.")
+    unknown = [s for s in subjects if not (HERE / "tasks" / f"local_{bench}_{s}.yaml").is_file()]
     if unknown:
-        sys.exit(f"No lm-eval task YAML for {', '.join(unknown)} in {HERE / 'tasks'}; add local_mmlu_<subject>.yaml.")
+        sys.exit(f"No lm-eval task YAML for {', '.join(unknown)} in {HERE / 'tasks'}; add local_{bench}_<subject>.yaml")
     if not LM_EVAL_PYTHON.is_file():
         sys.exit(f"{LM_EVAL_PYTHON} is missing; run benchmarks/mcq_vs_lm_eval/setup.sh first.")
     model_dir = str(resolve_base(args.model))
@@ -140,20 +154,23 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         lm_out, hj_out = Path(tmp) / "lm_eval.json", Path(tmp) / "hangjia.json"
-        tasks = ",".join(f"local_mmlu_{s}" for s in subjects)
+        tasks = ",".join(f"local_{bench}_{s}" for s in subjects)
         lm_cmd = [str(LM_EVAL_PYTHON), str(HERE / "lm_eval_side.py"), *common, "--tasks", tasks]
         lm_cmd += ["--include-path", str(HERE / "tasks"), "--out", str(lm_out)]
-        # lm-eval's task YAMLs name the CSVs relative to the MMLU folder.
-        lm_process_s = run_side("lm-eval", lm_cmd, cwd=mmlu)
-        hj_cmd = [sys.executable, str(HERE / "hangjia_side.py"), *common, "--mmlu", str(mmlu)]
-        hj_cmd += ["--subjects", ",".join(subjects), "--out", str(hj_out)]
+        # lm-eval's task YAMLs name the CSVs relative to the benchmark's folder.
+        lm_process_s = run_side("lm-eval", lm_cmd, cwd=data)
+        hj_cmd = [sys.executable, str(HERE / "hangjia_side.py"), *common, "--files", ",".join(map(str, files))]
+        hj_cmd += ["--out", str(hj_out)]
         hj_process_s = run_side("hangjia", hj_cmd, cwd=REPO)
         lm = json.loads(lm_out.read_text(encoding="utf-8")) | {"process_s": lm_process_s}
         hj = json.loads(hj_out.read_text(encoding="utf-8")) | {"process_s": hj_process_s}
 
-    check = compare(lm, hj, subjects)
-    print(f"\n## mcq_vs_lm_eval: {args.shots}-shot, {args.dtype}, batch size {args.batch_size}, model {model_dir}\n")
-    print(table(lm, hj, subjects, check, args.limit, args.shots))
+    check = compare(lm, hj, subjects, bench)
+    print(
+        f"\n## mcq_vs_lm_eval: {bench}, {args.shots}-shot, {args.dtype}, batch size {args.batch_size}, "
+        f"model {model_dir}\n"
+    )
+    print(table(lm, hj, subjects, check, args.limit, args.shots, bench))
     if args.json:
         args.json.write_text(json.dumps({"lm_eval": lm, "hangjia": hj, "check": check}, indent=1), encoding="utf-8")
 
