@@ -1,4 +1,4 @@
-"""Multiple-choice evaluation by log-likelihood, in the shape of lm-evaluation-harness's MMLU task.
+"""Multiple-choice evaluation by log-likelihood, in the shape of lm-evaluation-harness's MMLU, CMMLU and C-Eval tasks.
 
 Each choice is scored as the summed log-probability of a continuation after the prompt; no text is
 generated. `acc` compares the letters " A".." D" (MMLU's official metric); `acc_norm` compares the
