@@ -1,11 +1,19 @@
-"""Paired bootstrap over the sample's questions: RAG-on accuracy of arm A minus arm B, each arm's per-question
-correctness averaged over its seeds (`A` and every evaluated `A_seedN`), with each run's own accuracy.
+"""Arm A against arm B on RAG-on accuracy, two ways:
+- per question: a paired bootstrap over the sample's questions, each arm's per-question correctness averaged over
+  its seeds (`A` and every evaluated `A_seedN`);
+- per run: an exact one-sided permutation test over the runs' accuracies (is A's mean above B's by more than the
+  seeds' spread explains?), where a run is one seed's whole build: its subset, its training, its eval.
+`--earlier-a` / `--earlier-b` add runs measured before whose workspaces are not here (their accuracies, from
+benchmarks/README.md); they enter the per-run test only.
 
 Usage (after benchmarks/selection/run.sh): python benchmarks/selection/compare.py selected random
+                                           [--earlier-a 15.0,18.8 --earlier-b 25.0,11.2]
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import json
 import random
 import statistics
@@ -32,7 +40,18 @@ def per_question(arm: str) -> tuple[dict[str, float], list[float]]:
     return {q: sum(v) / len(v) for q, v in correct.items()}, accuracies
 
 
-def main(a: str, b: str, resamples: int = 10_000) -> None:
+def permutation_p(runs_a: list[float], runs_b: list[float]) -> float:
+    """One-sided exact p-value: the share of the ways to split all runs into groups of these sizes whose mean
+    difference is at least the observed one."""
+    pooled, k = runs_a + runs_b, len(runs_a)
+    observed = statistics.mean(runs_a) - statistics.mean(runs_b)
+    total = sum(pooled)
+    splits = [sum(c) for c in itertools.combinations(pooled, k)]
+    diffs = [s / k - (total - s) / (len(pooled) - k) for s in splits]
+    return sum(d >= observed - 1e-9 for d in diffs) / len(diffs)
+
+
+def main(a: str, b: str, earlier_a: list[float], earlier_b: list[float], resamples: int = 10_000) -> None:
     (sa, runs_a), (sb, runs_b) = per_question(a), per_question(b)
     for arm, runs in ((a, runs_a), (b, runs_b)):
         print(
@@ -47,7 +66,24 @@ def main(a: str, b: str, resamples: int = 10_000) -> None:
         f"{a} ({len(runs_a)} runs) - {b} ({len(runs_b)} runs), RAG on, {len(diffs)} questions: "
         f"{sum(diffs) / len(diffs) * 100:+.1f} points, 95% CI [{lo:+.1f}, {hi:+.1f}]"
     )
+    all_a, all_b = runs_a + earlier_a, runs_b + earlier_b
+    print(
+        f"per run ({len(all_a)} vs {len(all_b)}, earlier runs included): {a} {statistics.mean(all_a):.1f} ± "
+        f"{statistics.stdev(all_a):.1f}, {b} {statistics.mean(all_b):.1f} ± {statistics.stdev(all_b):.1f}, "
+        f"difference {statistics.mean(all_a) - statistics.mean(all_b):+.1f} points, one-sided permutation "
+        f"p = {permutation_p(all_a, all_b):.3f}"
+    )
+
+
+def _accuracies(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("a")
+    parser.add_argument("b")
+    parser.add_argument("--earlier-a", type=_accuracies, default=[], help="comma-separated RAG-on accuracies, %%")
+    parser.add_argument("--earlier-b", type=_accuracies, default=[], help="comma-separated RAG-on accuracies, %%")
+    args = parser.parse_args()
+    main(args.a, args.b, args.earlier_a, args.earlier_b)
