@@ -141,7 +141,7 @@ def _multiple_choice(engine, cfg: ProjectConfig, status) -> list[dict[str, Any]]
     shots = cfg.eval.general_shots
     for path in cfg.eval.general:
         items = load_mcq_csv(Path(path))[: cfg.eval.general_limit]
-        dev = load_mcq_csv(dev_file_for(Path(path)), items[0].subject) if shots else []
+        dev = load_mcq_csv(dev_file_for(Path(path))) if shots else []
         sets.append((f"general: {items[0].subject}", items, shots, dev))
     rows = []
     for set_name, items, k, dev in sets:

@@ -20,6 +20,7 @@ from hangjia.errors import HangjiaError
 
 LETTERS = "ABCD"
 MMLU_HEADER = ["question", "choice0", "choice1", "choice2", "choice3", "answer"]
+MMLU_COLUMNS = {name: n for n, name in enumerate(MMLU_HEADER)}
 SPLITS = ("test", "dev", "val")
 # lm-eval's cmmlu and ceval tasks: the description names the subject in Chinese; the cue replaces "Answer:".
 ZH_DESCRIPTIONS = {
@@ -85,12 +86,15 @@ def load_mcq_jsonl(path: Path, subject: str = "") -> list[MCQ]:
     return items
 
 
+def _split_suffix(path: Path) -> str | None:
+    """`test` from anatomy_test.csv (MMLU, C-Eval name the split in the file); None for CMMLU's anatomy.csv."""
+    return next((s for s in SPLITS if path.stem.endswith(f"_{s}")), None)
+
+
 def subject_of(path: Path) -> str:
     """`anatomy` from anatomy_test.csv, anatomy_dev.csv, anatomy_val.csv (MMLU, C-Eval) or anatomy.csv (CMMLU)."""
-    stem = path.stem
-    for split in SPLITS:
-        stem = stem.removesuffix(f"_{split}")
-    return stem
+    split = _split_suffix(path)
+    return path.stem.removesuffix(f"_{split}") if split else path.stem
 
 
 def dev_file_for(path: Path) -> Path:
@@ -111,7 +115,7 @@ def _layout(first_row: list[str]) -> tuple[str, dict[str, int]] | None:
     """(benchmark, column of question / each choice / answer) from a header row; None when it is no header."""
     cells = [c.strip().lower() for c in first_row]
     if cells == MMLU_HEADER:
-        return "mmlu", {name: n for n, name in enumerate(MMLU_HEADER)}
+        return "mmlu", MMLU_COLUMNS
     if {"question", "a", "b", "c", "d", "answer"} <= set(cells):
         names = ["question", *"abcd", "answer"]
         columns = {key: cells.index(name) for key, name in zip(MMLU_HEADER, names, strict=True)}
@@ -130,18 +134,17 @@ def load_mcq_csv(path: Path, subject: str | None = None) -> list[MCQ]:
     if not path.is_file():
         raise HangjiaError(f"Multiple-choice file {path} does not exist.")
     subject = subject or subject_of(path)
-    split = next((s for s in SPLITS if path.stem.endswith(f"_{s}")), None)
-    split = split or (path.parent.name if path.parent.name in SPLITS else "")
+    split = _split_suffix(path) or (path.parent.name if path.parent.name in SPLITS else "")
     items = []
     with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
-        benchmark, columns = "mmlu", {name: n for n, name in enumerate(MMLU_HEADER)}
-        width, start = len(MMLU_HEADER), 1
+        columns, width, template, start = MMLU_COLUMNS, len(MMLU_HEADER), {}, 1
         for row in reader:
             # Fields may span lines, so a record starts one line after the previous record ended.
             lineno, start = start, reader.line_num + 1
             if lineno == 1 and (layout := _layout(row)) is not None:
                 (benchmark, columns), width = layout, len(row)
+                template = _template(benchmark, subject)
                 continue
             if not any(c.strip() for c in row):
                 continue
@@ -157,7 +160,7 @@ def load_mcq_csv(path: Path, subject: str | None = None) -> list[MCQ]:
                         choices=[row[columns[f"choice{k}"]] for k in range(4)],
                         answer=_answer_index(row[columns["answer"]]),
                         subject=subject,
-                        **_template(benchmark, subject),
+                        **template,
                     )
                 )
             except ValueError as exc:
