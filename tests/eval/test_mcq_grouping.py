@@ -10,7 +10,15 @@ import torch
 from conftest import build_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hangjia.eval.mcq import MIN_SHARED, evaluate_mcq, load_mcq_jsonl, loglikelihoods, prefix_groups, prompt
+from hangjia.eval.mcq import (
+    MIN_SHARED,
+    batch_bounds,
+    evaluate_mcq,
+    load_mcq_jsonl,
+    loglikelihoods,
+    prefix_groups,
+    prompt,
+)
 
 KESTREL = Path(__file__).parents[2] / "examples/kestrel"
 
@@ -232,6 +240,47 @@ def test_prefix_groups_split_by_subject_and_keep_the_rest_together():
     assert sorted(map(sorted, groups)) == sorted([sorted(a_rows), sorted(b_rows), sorted(loners)])
     assert sorted(groups[-1]) == sorted(loners)
     assert MIN_SHARED > 2
+
+
+def every_cut(n: int, batch_size: int):
+    """All ways to cut n rows into consecutive batches of 1..batch_size rows, as bounds."""
+    if n == 0:
+        yield [0]
+        return
+    for last in range(1, min(batch_size, n) + 1):
+        for bounds in every_cut(n - last, batch_size):
+            yield [*bounds, n]
+
+
+def positions(widths, bounds, overhead):
+    return sum((b - a) * widths[a] + overhead for a, b in zip(bounds, bounds[1:], strict=False))
+
+
+@pytest.mark.parametrize("overhead", [0, 5, 12, 1000])
+def test_batch_bounds_find_the_cheapest_cut(overhead):
+    import random
+
+    rng = random.Random(overhead)
+    for _ in range(30):
+        n, batch_size = rng.randint(1, 9), rng.randint(1, 4)
+        widths = sorted((rng.randint(1, 60) for _ in range(n)), reverse=True)
+        bounds = batch_bounds(widths, batch_size, overhead)
+        assert bounds[0] == 0 and bounds[-1] == n
+        assert all(0 < b - a <= batch_size for a, b in zip(bounds, bounds[1:], strict=False))
+        cheapest = min(positions(widths, cut, overhead) for cut in every_cut(n, batch_size))
+        assert positions(widths, bounds, overhead) == cheapest
+
+
+def test_batch_bounds_end_a_batch_at_a_drop_in_length():
+    # Two long rows and six short: fixed batches of 4 would pad two short rows to 100; the cut after the long rows
+    # saves that padding for one more call (how the six short rows are split in two costs the same either way).
+    widths = [100, 100, 10, 10, 10, 10, 10, 10]
+    assert batch_bounds(widths, 4, overhead=12)[:2] == [0, 2]
+    assert positions(widths, batch_bounds(widths, 4, overhead=12), 12) == positions(widths, [0, 4, 8], 12) - 180 + 12
+    assert batch_bounds(widths, 8, overhead=12) == [0, 2, 8]
+    # Where a call costs more than the padding it saves, the rows stay in the fewest batches.
+    assert batch_bounds(widths, 8, overhead=1000) == [0, 8]
+    assert batch_bounds([], 8) == [0]
 
 
 def test_a_prefix_tuned_model_is_never_handed_a_cache(tiny, items):
