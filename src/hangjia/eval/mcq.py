@@ -308,13 +308,9 @@ def batch_bounds(widths: Sequence[int], batch_size: int, overhead: int = BATCH_O
     its first, widest one) plus `overhead` per batch. Fixed batches of `batch_size` pad the short rows of a batch
     that begins with a long one; here such a batch may end early. Dynamic programming over the prefixes, O(n·B)."""
     n = len(widths)
-    best = [0] + [None] * n  # best[j]: the cost of rows [0, j); cut[j]: where its last batch begins
-    cut = [0] * (n + 1)
+    best, cut = [0] * (n + 1), [0] * (n + 1)  # best[j]: the cost of rows [0, j); cut[j]: where its last batch begins
     for j in range(1, n + 1):
-        for i in range(max(0, j - batch_size), j):
-            cost = best[i] + (j - i) * widths[i] + overhead
-            if best[j] is None or cost < best[j]:
-                best[j], cut[j] = cost, i
+        best[j], cut[j] = min((best[i] + (j - i) * widths[i] + overhead, i) for i in range(max(0, j - batch_size), j))
     bounds = [n]
     while bounds[-1]:
         bounds.append(cut[bounds[-1]])
