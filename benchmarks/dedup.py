@@ -106,15 +106,15 @@ def build_corpus(n_docs: int, seed: int = SEED) -> tuple[list[str], list[tuple[i
 
 def shingles(text: str) -> list[bytes]:
     """The 5-token shingles Hangjia hashes, as bytes for datasketch (a short text is one shingle)."""
-    from hangjia.data.minhash import SHINGLE_SIZE, tokens
+    from hangjia.corpus.minhash import SHINGLE_SIZE, tokens
 
     t = tokens(text)
     return [" ".join(t[i : i + SHINGLE_SIZE]).encode() for i in range(max(len(t) - SHINGLE_SIZE + 1, 1))] if t else []
 
 
 def run_hangjia(texts: list[str], verify: str) -> tuple[np.ndarray, dict]:
-    from hangjia.data.dedup import near_pairs
-    from hangjia.data.minhash import signatures
+    from hangjia.corpus.dedup import near_pairs
+    from hangjia.corpus.minhash import signatures
 
     t0 = time.perf_counter()
     sigs = signatures(texts, NUM_PERM)
@@ -157,7 +157,7 @@ def run_datasketch(texts: list[str]) -> tuple[np.ndarray, dict]:
 def worker(method: str, corpus: Path, out: Path) -> None:
     with open(corpus, "rb") as fh:
         texts = pickle.load(fh)
-    import hangjia.data.dedup  # noqa: F401  (imports are not part of the measurement)
+    import hangjia.corpus.dedup  # noqa: F401  (imports are not part of the measurement)
 
     if method == "datasketch":
         import datasketch  # noqa: F401

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from hangjia.cli import main
-from hangjia.config import load_config
+from hangjia.core.config import load_config
 
 
 def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -82,7 +82,7 @@ def test_data_commands_list_show_diff_and_trace_versions(monkeypatch, capsys, tm
     run(monkeypatch, capsys, "ingest", "-w", ws, "--docs", str(docs))
     code, out, _ = run(monkeypatch, capsys, "data", "ls", "-w", ws)
     assert code == 0 and out.count("chunks") >= 2 and out.count("documents") >= 2
-    from hangjia.data.datasets import DatasetStore
+    from hangjia.corpus.datasets import DatasetStore
 
     old, new = DatasetStore(tmp_path / "ws" / "datasets").versions("chunks")
     code, out, _ = run(monkeypatch, capsys, "data", "diff", "-w", ws, old.ref, new.ref)

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hangjia.config import ProjectConfig, config_template, load_config
-from hangjia.errors import HangjiaError
+from hangjia.core.config import ProjectConfig, config_template, load_config
+from hangjia.core.errors import HangjiaError
 
 REPO = Path(__file__).resolve().parents[1]
 

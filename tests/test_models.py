@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from hangjia.errors import HangjiaError
-from hangjia.models import _package_dir, embedded_base_dir, load_embedder, resolve_base
+from hangjia.core.errors import HangjiaError
+from hangjia.llm.models import _package_dir, embedded_base_dir, load_embedder, resolve_base
 
 
 def test_missing_package_names_the_fix():

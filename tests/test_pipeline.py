@@ -7,10 +7,17 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from hangjia import eval_stage, pipeline
-from hangjia.config import ProjectConfig
-from hangjia.errors import HangjiaError
-from hangjia.workspace import Workspace
+from hangjia.core.config import ProjectConfig
+from hangjia.core.errors import HangjiaError
+from hangjia.core.workspace import Workspace
+from hangjia.stages.build import build
+from hangjia.stages.eval import evaluate
+from hangjia.stages.index import index
+from hangjia.stages.ingest import ingest
+from hangjia.stages.select import select
+from hangjia.stages.synth import synth
+from hangjia.stages.train import train
+from hangjia.stages.tune import tune
 
 KESTREL = Path(__file__).resolve().parents[1] / "examples" / "kestrel"
 
@@ -45,7 +52,7 @@ def cfg(tiny_model_dir, tmp_path):
 def test_build_runs_every_stage_with_a_local_model_dir_as_base(cfg, tmp_path):
     ws = Workspace(tmp_path / "ws")
     console = Console(quiet=True)
-    results = pipeline.build(ws, cfg, console)
+    results = build(ws, cfg, console)
     assert [r["stage"] for r in results] == ["ingest", "index", "synth", "select", "train", "eval"]
     assert not any(r["skipped"] for r in results)
     synth = ws.manifest("synth")["counts"]
@@ -82,7 +89,7 @@ def test_build_runs_every_stage_with_a_local_model_dir_as_base(cfg, tmp_path):
     rag_rows = [json.loads(a) for a in answers if json.loads(a)["rag"]]
     assert all(row["sources"] for row in rag_rows)  # RAG answers name the passages they were given
 
-    again = pipeline.build(ws, cfg, console)
+    again = build(ws, cfg, console)
     assert all(r["skipped"] for r in again)
 
     from hangjia.cli import _gate  # `hangjia eval --gate` over the stored results: its exit code
@@ -99,13 +106,13 @@ def test_build_runs_every_stage_with_a_local_model_dir_as_base(cfg, tmp_path):
     shutil.copytree(ws.stage_dir("train") / "adapter", production)
 
     cfg.train.lora_r = 8  # a config change re-runs that stage and everything downstream of it
-    third = pipeline.build(ws, cfg, console)
+    third = build(ws, cfg, console)
     assert [r["skipped"] for r in third] == [True, True, True, True, False, False]
     assert (ws.stage_dir("eval") / "report.html").is_file() and "retrieval" in results_json
 
     # vs production: the kept adapter is a third model; it must score exactly as it did when it was `domain`.
     cfg.eval.production = production
-    assert eval_stage.evaluate(ws, cfg, console)["skipped"] is False
+    assert evaluate(ws, cfg, console)["skipped"] is False
     with_production = json.loads((ws.stage_dir("eval") / "results.json").read_text())
     assert [(c["model"], c["rag"]) for c in with_production["conditions"]][-2:] == [
         ("production", False),
@@ -129,15 +136,15 @@ def test_build_runs_every_stage_with_a_local_model_dir_as_base(cfg, tmp_path):
     # k-shot general knowledge: a missing dev file is named before any model loads; then its first row is the shot.
     cfg.eval.general_shots = 1
     with pytest.raises(HangjiaError, match="dev file"):
-        eval_stage.evaluate(ws, cfg, console)
+        evaluate(ws, cfg, console)
     dev = cfg.eval.general[0].parent.parent / "dev" / "anatomy_dev.csv"
     dev.parent.mkdir()
     dev.write_text("Which bone is in the arm?,ulna,femur,tibia,skull,A\nWhich organ breathes?,lung,eye,ear,skin,A\n")
-    assert eval_stage.evaluate(ws, cfg, console)["skipped"] is False
+    assert evaluate(ws, cfg, console)["skipped"] is False
     shot_rows = json.loads((ws.stage_dir("eval") / "results.json").read_text())["choices"]
     assert {(r["set"], r["shots"]) for r in shot_rows} == {("domain mcq", 0), ("general: anatomy", 1)}
     from hangjia.eval.mcq import evaluate_mcq, load_mcq_csv
-    from hangjia.models import load_causal_lm, load_tokenizer
+    from hangjia.llm.models import load_causal_lm, load_tokenizer
 
     base, tokenizer = load_causal_lm(Path(cfg.train.base_model)), load_tokenizer(Path(cfg.train.base_model))
     direct = evaluate_mcq(base, tokenizer, load_mcq_csv(cfg.eval.general[0])[:2], 1, load_mcq_csv(dev))
@@ -147,22 +154,22 @@ def test_build_runs_every_stage_with_a_local_model_dir_as_base(cfg, tmp_path):
 
     cfg.eval.production = tmp_path / "docs"  # neither an adapter nor a model
     with pytest.raises(HangjiaError, match="neither an adapter"):
-        eval_stage.evaluate(ws, cfg, console)
+        evaluate(ws, cfg, console)
 
 
 def test_a_failing_stage_keeps_the_previous_output(cfg, tmp_path):
     ws = Workspace(tmp_path / "ws")
     console = Console(quiet=True)
-    pipeline.ingest(ws, cfg, console)
-    pipeline.index(ws, console)
-    pipeline.synth(ws, cfg, console)
+    ingest(ws, cfg, console)
+    index(ws, console)
+    synth(ws, cfg, console)
     cfg.select.quality = "none"
     cfg.select.general_ratio = 0.0
-    pipeline.select(ws, cfg, console)
+    select(ws, cfg, console)
     before = (ws.stage_dir("select") / "train.jsonl").read_text()
     cfg.train.base_model = str(tmp_path / "no-such-model")
     with pytest.raises(HangjiaError):
-        pipeline.train(ws, cfg, console)
+        train(ws, cfg, console)
     assert ws.manifest("train") is None
     assert (ws.stage_dir("select") / "train.jsonl").read_text() == before
 
@@ -170,9 +177,9 @@ def test_a_failing_stage_keeps_the_previous_output(cfg, tmp_path):
 def test_ingest_on_ray_makes_the_same_dataset_versions_as_in_process(cfg, tmp_path):
     ws = Workspace(tmp_path / "ws")
     console = Console(quiet=True)
-    local = pipeline.ingest(ws, cfg, console)["counts"]
+    local = ingest(ws, cfg, console)["counts"]
     cfg.ingest.engine = "ray"
-    on_ray = pipeline.ingest(ws, cfg, console)
+    on_ray = ingest(ws, cfg, console)
     assert not on_ray["skipped"]
     assert on_ray["counts"]["documents_dataset"] == local["documents_dataset"]
     assert on_ray["counts"]["chunks_dataset"] == local["chunks_dataset"]
@@ -210,7 +217,7 @@ def test_train_resumes_after_kill_9(cfg, tmp_path):
     ws = Workspace(tmp_path / "ws")
     console = Console(quiet=True)
     cfg.select.quality, cfg.select.general_ratio, cfg.select.raft = "none", 0.0, False
-    for stage in (pipeline.ingest, pipeline.synth, pipeline.select):
+    for stage in (ingest, synth, select):
         stage(ws, cfg, console)
     config = tmp_path / "resume.yaml"
     settings = cfg.model_dump(mode="json", include={"docs", "ingest", "synth", "select", "train"})
@@ -244,14 +251,14 @@ def test_tune_writes_results_and_best_config_and_a_rerun_adds_nothing(cfg, tmp_p
     ws = Workspace(tmp_path / "ws")
     console = Console(quiet=True)
     cfg.select.quality, cfg.select.general_ratio, cfg.select.raft = "none", 0.0, False
-    for stage in (pipeline.ingest, pipeline.synth, pipeline.select):
+    for stage in (ingest, synth, select):
         stage(ws, cfg, console)
     cfg.train.max_steps = 2
     cfg.tune.n_trials, cfg.tune.epochs, cfg.tune.lora_r = 2, [1.0], [4, 8]
-    first = pipeline.tune(ws, cfg, console)
+    first = tune(ws, cfg, console)
     assert first["counts"]["trials"] == 2 and first["counts"]["ran_now"] == 2
     best = yaml.safe_load((ws.stage_dir("tune") / "best.yaml").read_text())["train"]
     rows = (ws.stage_dir("tune") / "results.csv").read_text().splitlines()
     assert len(rows) == 3 and best["lora_r"] in (4, 8) and best["max_steps"] == 2
-    again = pipeline.tune(ws, cfg, console)
+    again = tune(ws, cfg, console)
     assert again["skipped"] and again["counts"]["ran_now"] == 0

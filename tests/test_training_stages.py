@@ -9,12 +9,17 @@ from rich.console import Console
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from hangjia import pipeline, training_stages
 from hangjia.cli import app
-from hangjia.config import ProjectConfig
-from hangjia.engine import Engine
-from hangjia.errors import HangjiaError
-from hangjia.workspace import Workspace
+from hangjia.core.config import ProjectConfig
+from hangjia.core.errors import HangjiaError
+from hangjia.core.workspace import Workspace
+from hangjia.llm.generation import Engine
+from hangjia.stages.ingest import ingest
+from hangjia.stages.preference import dpo
+from hangjia.stages.pretrain import pretrain
+from hangjia.stages.select import select
+from hangjia.stages.synth import synth
+from hangjia.stages.train import train
 
 KESTREL = Path(__file__).resolve().parents[1] / "examples" / "kestrel"
 QUIET = Console(quiet=True)
@@ -39,7 +44,7 @@ def cfg(tiny_model_dir, tmp_path):
 
 
 def _data_stages(ws: Workspace, cfg: ProjectConfig) -> None:
-    for stage in (pipeline.ingest, pipeline.synth, pipeline.select):
+    for stage in (ingest, synth, select):
         stage(ws, cfg, QUIET)
 
 
@@ -54,8 +59,8 @@ def test_pretrain_writes_a_model_that_sft_starts_from(cfg, tmp_path):
     )
     cfg.pretrain.replay = [replay]
     ws = Workspace(tmp_path / "ws")
-    pipeline.ingest(ws, cfg, QUIET)
-    result = training_stages.pretrain(ws, cfg, QUIET)
+    ingest(ws, cfg, QUIET)
+    result = pretrain(ws, cfg, QUIET)
     counts = ws.manifest("pretrain")["counts"]
     assert not result["skipped"] and counts["steps"] == 2 and counts["replay_blocks"] > 0
     assert counts["val_perplexity_before"] > 1 and counts["val_perplexity_after"] > 1
@@ -65,12 +70,12 @@ def test_pretrain_writes_a_model_that_sft_starts_from(cfg, tmp_path):
     merged, base = load_file(model / "model.safetensors"), load_file(Path(cfg.train.base_model) / "model.safetensors")
     moved = [k for k in base if not torch.equal(base[k], merged[k])]
     assert moved and all(base[k].shape == merged[k].shape for k in base)
-    assert training_stages.pretrain(ws, cfg, QUIET)["skipped"]
+    assert pretrain(ws, cfg, QUIET)["skipped"]
 
     cfg.train.base_model = "pretrain"
-    pipeline.synth(ws, cfg, QUIET)
-    pipeline.select(ws, cfg, QUIET)
-    pipeline.train(ws, cfg, QUIET)
+    synth(ws, cfg, QUIET)
+    select(ws, cfg, QUIET)
+    train(ws, cfg, QUIET)
     assert ws.manifest("train")["inputs"]["pretrain"] == ws.manifest("pretrain")["fingerprint"]
     engine = Engine.from_workspace(ws, "embedded")
     assert engine.base_dir == model.resolve()
@@ -81,15 +86,15 @@ def test_train_on_pretrain_without_it_says_what_to_run(cfg, tmp_path):
     _data_stages(ws, cfg)
     cfg.train.base_model = "pretrain"
     with pytest.raises(HangjiaError, match="hangjia pretrain"):
-        pipeline.train(ws, cfg, QUIET)
+        train(ws, cfg, QUIET)
 
 
 def test_dpo_from_the_models_own_wrong_answers_becomes_domain_until_sft_reruns(cfg, tmp_path):
     ws = Workspace(tmp_path / "ws")
     _data_stages(ws, cfg)
-    pipeline.train(ws, cfg, QUIET)
+    train(ws, cfg, QUIET)
     cfg.preference.max_pairs = 12
-    training_stages.dpo(ws, cfg, QUIET)
+    dpo(ws, cfg, QUIET)
     counts = ws.manifest("dpo")["counts"]
     assert counts["origin"] == "made from the train split" and counts["pairs"] + counts["val_pairs"] == 12
     made = [json.loads(line) for line in (ws.stage_dir("dpo") / "preferences.jsonl").read_text().splitlines()]
@@ -100,15 +105,15 @@ def test_dpo_from_the_models_own_wrong_answers_becomes_domain_until_sft_reruns(c
     assert Engine.from_workspace(ws, "embedded").adapter_dir == ws.stage_dir("dpo") / "adapter"
     # A new SFT adapter makes the DPO one stale: domain goes back to SFT until dpo runs again.
     cfg.train.max_steps = 2
-    pipeline.train(ws, cfg, QUIET)
+    train(ws, cfg, QUIET)
     assert Engine.from_workspace(ws, "embedded").adapter_dir == ws.stage_dir("train") / "adapter"
-    assert not training_stages.dpo(ws, cfg, QUIET)["skipped"]
+    assert not dpo(ws, cfg, QUIET)["skipped"]
 
 
 def test_reward_from_a_file_through_the_cli(cfg, tmp_path):
     ws = Workspace(tmp_path / "ws")
     _data_stages(ws, cfg)
-    pipeline.train(ws, cfg, QUIET)
+    train(ws, cfg, QUIET)
     prefs = tmp_path / "prefs.jsonl"
     rows = [
         {

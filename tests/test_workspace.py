@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from hangjia.workspace import Workspace, fingerprint, sha256_tree
+from hangjia.core.workspace import Workspace, fingerprint, sha256_tree
 
 
 def test_stage_writes_manifest_and_is_current(tmp_path):

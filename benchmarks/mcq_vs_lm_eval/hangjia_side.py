@@ -33,7 +33,7 @@ def main() -> None:
     import transformers  # noqa: F401  imported before the load timer, as lm-eval's side imports it before its own
 
     from hangjia.eval.mcq import dev_file_for, evaluate_mcq, load_mcq_csv, prompt, shots_for
-    from hangjia.models import load_causal_lm, load_tokenizer
+    from hangjia.llm.models import load_causal_lm, load_tokenizer
 
     start = time.perf_counter()
     model, tokenizer = load_causal_lm(Path(args.model_dir)), load_tokenizer(Path(args.model_dir))

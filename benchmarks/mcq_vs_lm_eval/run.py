@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write both sides' full reports here")
     args = parser.parse_args()
 
-    from hangjia.models import resolve_base
+    from hangjia.llm.models import resolve_base
 
     bench = args.benchmark
     subjects = args.subjects.split(",") if args.subjects else SUBJECTS[bench]

@@ -65,20 +65,20 @@ def main() -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
 
-    from hangjia.config import load_config
-    from hangjia.models import resolve_base
-    from hangjia.pipeline import _selected_pairs, _sft_args  # what `hangjia train` uses, so the data and args are its
-    from hangjia.workspace import Workspace
+    from hangjia.core.config import load_config
+    from hangjia.core.workspace import Workspace
+    from hangjia.llm.models import resolve_base
+    from hangjia.stages.train import selected_pairs, sft_args  # what `hangjia train` uses, so the data and args are its
 
     cfg = load_config(opts.config)
     base_dir = resolve_base(cfg.train.base_model)
-    pairs = _selected_pairs(Workspace(ws))[0]
+    pairs = selected_pairs(Workspace(ws))[0]
     if opts.limit:
         pairs = pairs[: opts.limit]
     export_dir = ws / "select" / "export"
     check_export(export_dir, pairs)
     overrides = {"epochs": opts.epochs, "batch_size": opts.batch_size, "max_steps": opts.max_steps}
-    args = dataclasses.replace(_sft_args(cfg), **{k: v for k, v in overrides.items() if v is not None})
+    args = dataclasses.replace(sft_args(cfg), **{k: v for k, v in overrides.items() if v is not None})
     if args.bf16 or cfg.train.nproc != 1 or cfg.train.accelerate_config or getattr(args, "method", "lora") != "lora":
         sys.exit("This benchmark compares fp32 LoRA in one process; set train.bf16 false and train.nproc 1.")
     ours = our_tokenization(base_dir, pairs, args, out / "tokenize")
@@ -155,7 +155,7 @@ def prepare_data(config: Path, ws: Path) -> None:
 
 def check_export(export_dir: Path, pairs: list[tuple[str, str]]) -> None:
     """LLaMA-Factory's rows must be ours: same order, same user turn, same answer, the same system prompt."""
-    from hangjia.prompts import SYSTEM_PROMPT
+    from hangjia.core.prompts import SYSTEM_PROMPT
 
     info = json.loads((export_dir / "dataset_info.json").read_text(encoding="utf-8"))[EXPORT_NAME]
     rows = [json.loads(line) for line in (export_dir / info["file_name"]).read_text(encoding="utf-8").splitlines()]

@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from hangjia import __version__
-from hangjia.config import ProjectConfig, config_template, load_config
-from hangjia.errors import HangjiaError
-from hangjia.workspace import Workspace
+from hangjia.core.config import ProjectConfig, config_template, load_config
+from hangjia.core.errors import HangjiaError
+from hangjia.core.workspace import Workspace
 
 app = typer.Typer(
     help="Hangjia (行家): turn your documents into a domain-expert LLM you own, run and improve.",
@@ -74,7 +74,7 @@ def _summary(results: list[dict[str, Any]], title: str) -> None:
         if "report" in r:
             _ingest_report(r["report"])
         if "summary" in r:  # synth and select: examples per generator, drops per reason
-            from hangjia.data.report import print_summary
+            from hangjia.instruct.report import print_summary
 
             print_summary(out, r["summary"])
             out.print(f"report: {Path(r['dir']) / 'report.html'}")
@@ -133,10 +133,11 @@ def ingest(
     force: ForceOpt = False,
 ) -> None:
     """Load a folder of documents (txt, md, html, json, jsonl, csv), chunk them, and build the BM25 index."""
-    from hangjia import pipeline
+    from hangjia.stages.index import index as run_index
+    from hangjia.stages.ingest import ingest as run_ingest
 
     ws, cfg = _setup(workspace, config, docs, engine)
-    _summary([pipeline.ingest(ws, cfg, console, force), pipeline.index(ws, console, force)], "ingest")
+    _summary([run_ingest(ws, cfg, console, force), run_index(ws, console, force)], "ingest")
 
 
 @app.command()
@@ -149,10 +150,10 @@ def synth(
     ] = False,
 ) -> None:
     """Generate grounded question/answer pairs from the ingested chunks (synth.generators; report.html)."""
-    from hangjia import pipeline
+    from hangjia.stages.synth import synth as run_synth
 
     ws, cfg = _setup(workspace, config)
-    result = pipeline.synth(ws, cfg, console, force, dry_run=dry_run)
+    result = run_synth(ws, cfg, console, force, dry_run=dry_run)
     if dry_run:
         estimate = result["counts"]["dry_run"]
         out.print("dry run, nothing sent: " + ", ".join(f"{k}={_fmt(v)}" for k, v in estimate.items()))
@@ -163,10 +164,10 @@ def synth(
 @app.command()
 def select(workspace: WorkspaceOpt, config: ConfigOpt = None, force: ForceOpt = False) -> None:
     """Pick the training pairs: dedup, quality, diversity to a budget, derived and general examples, splits."""
-    from hangjia import pipeline
+    from hangjia.stages.select import select as run_select
 
     ws, cfg = _setup(workspace, config)
-    _summary([pipeline.select(ws, cfg, console, force)], "select")
+    _summary([run_select(ws, cfg, console, force)], "select")
 
 
 @app.command()
@@ -188,7 +189,7 @@ def train(
     ] = None,
 ) -> None:
     """LoRA fine-tune the base model on the selected pairs; the adapter becomes model `domain`."""
-    from hangjia import pipeline
+    from hangjia.stages.train import train as run_train
 
     ws, cfg = _setup(workspace, config)
     if max_steps is not None:
@@ -199,7 +200,7 @@ def train(
         cfg.train.nproc = nproc
     if accelerate_config is not None:
         cfg.train.accelerate_config = accelerate_config.expanduser().resolve()
-    _summary([pipeline.train(ws, cfg, console, force, resume=resume)], "train")
+    _summary([run_train(ws, cfg, console, force, resume=resume)], "train")
 
 
 @app.command()
@@ -213,12 +214,12 @@ def pretrain(
 
     Writes WORKSPACE/pretrain/model; set train.base_model: pretrain to fine-tune it. Prints held-out perplexity
     before and after."""
-    from hangjia import training_stages
+    from hangjia.stages.pretrain import pretrain as run_pretrain
 
     ws, cfg = _setup(workspace, config)
     if max_steps is not None:
         cfg.pretrain.max_steps = max_steps
-    _summary([training_stages.pretrain(ws, cfg, console, force)], "pretrain")
+    _summary([run_pretrain(ws, cfg, console, force)], "pretrain")
 
 
 PreferencesOpt = Annotated[
@@ -246,10 +247,10 @@ def dpo(
 ) -> None:
     """DPO on the SFT adapter: preference pairs from a file, or the domain model's own wrong answers to its
     training questions (rejected) against the reference answers (chosen). The result becomes model `domain`."""
-    from hangjia import training_stages
+    from hangjia.stages.preference import dpo as run_dpo
 
     ws, cfg = _preference_setup(workspace, config, preferences, max_steps)
-    _summary([training_stages.dpo(ws, cfg, console, force)], "dpo")
+    _summary([run_dpo(ws, cfg, console, force)], "dpo")
 
 
 @app.command()
@@ -261,10 +262,10 @@ def reward(
     max_steps: PreferenceStepsOpt = None,
 ) -> None:
     """Train a pairwise reward model (LoRA + score head) on preference pairs; WORKSPACE/reward/reward_model."""
-    from hangjia import training_stages
+    from hangjia.stages.preference import reward as run_reward
 
     ws, cfg = _preference_setup(workspace, config, preferences, max_steps)
-    _summary([training_stages.reward(ws, cfg, console, force)], "reward")
+    _summary([run_reward(ws, cfg, console, force)], "reward")
 
 
 @app.command()
@@ -281,11 +282,11 @@ def export(
 
     --verify (the default; needs the export extra, `pip install 'hangjia\\[export]'`) decodes three prompts, as
     chat turns, greedily with llama.cpp and with transformers and counts the prompts and tokens that agree."""
-    from hangjia import training_stages
+    from hangjia.stages.export import export as run_export
 
     ws, cfg = _setup(workspace, config)
     wanted = tuple(f.strip() for f in formats.split(",") if f.strip())
-    _summary([training_stages.export(ws, cfg, console, wanted, verify, force)], "export")
+    _summary([run_export(ws, cfg, console, wanted, verify, force)], "export")
 
 
 @app.command()
@@ -300,7 +301,7 @@ def tune(
     Rerun to continue an interrupted search; finished trials are kept. Delete WORKSPACE/tune to start over."""
     import optuna
 
-    from hangjia import pipeline
+    from hangjia.stages.tune import tune as run_tune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our per-trial lines replace its INFO log
     ws, cfg = _setup(workspace, config)
@@ -308,7 +309,7 @@ def tune(
         cfg.tune.n_trials = n_trials
     if timeout is not None:
         cfg.tune.timeout_s = timeout
-    _summary([pipeline.tune(ws, cfg, console)], "tune")
+    _summary([run_tune(ws, cfg, console)], "tune")
     out.print(f"best config: {ws.stage_dir('tune') / 'best.yaml'} (paste its train: section into hangjia.yaml)")
 
 
@@ -332,7 +333,7 @@ def eval_(
 ) -> None:
     """Score base vs tuned (vs production), RAG off vs on, on a questions.jsonl; print the table; write
     report.html/.md/.json."""
-    from hangjia import eval_stage
+    from hangjia.stages.eval import evaluate as run_evaluate
 
     ws, cfg = _setup(workspace, config)
     if questions is not None:
@@ -341,7 +342,7 @@ def eval_(
         cfg.eval.limit = limit
     if production is not None:
         cfg.eval.production = production.expanduser().resolve()
-    _summary([eval_stage.evaluate(ws, cfg, console, force)], "eval")
+    _summary([run_evaluate(ws, cfg, console, force)], "eval")
     print_eval_table(ws)
     if gate:
         raise typer.Exit(_gate(ws, cfg))
@@ -411,12 +412,12 @@ def build(
     force: ForceOpt = False,
 ) -> None:
     """Run every stage in order: ingest, index, synth, select, train, eval (eval when questions are set)."""
-    from hangjia import pipeline
+    from hangjia.stages.build import build as run_build
 
     ws, cfg = _setup(workspace, config, docs, engine)
     if questions is not None:
         cfg.eval.questions = questions.expanduser().resolve()
-    results = pipeline.build(ws, cfg, console, force)
+    results = run_build(ws, cfg, console, force)
     _summary(results, f"build {ws.root}")
     if ws.manifest("eval") and cfg.eval.questions is not None:
         print_eval_table(ws)
@@ -431,7 +432,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default serve.port, 8000).")] = None,
 ) -> None:
     """Serve `base` and `domain` over an OpenAI-compatible API (/v1/models, /v1/chat/completions)."""
-    from hangjia.serve.app import serve as run_server
+    from hangjia.app.server import serve as run_server
 
     ws, cfg = _setup(workspace, config)
     run_server(
@@ -455,7 +456,7 @@ def chat(
     max_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 256,
 ) -> None:
     """Chat in the terminal with a workspace's model. Empty line or Ctrl-D quits."""
-    from hangjia.engine import Engine, GenerationParams
+    from hangjia.llm.generation import Engine, GenerationParams
 
     ws, cfg = _setup(workspace, config)
     with console.status("loading models"):
@@ -486,7 +487,7 @@ def chat(
 @app.command()
 def models(workspace: WorkspaceOpt, config: ConfigOpt = None) -> None:
     """List the models a workspace serves, with where they live and how they were trained."""
-    from hangjia.models import EMBEDDED_NAME, cache_dir
+    from hangjia.llm.models import EMBEDDED_NAME, cache_dir
 
     ws, cfg = _setup(workspace, config)
     train_manifest = ws.manifest("train")
@@ -512,7 +513,7 @@ app.add_typer(data_app, name="data")
 
 
 def _store(workspace: Path):
-    from hangjia.data.datasets import DatasetStore
+    from hangjia.corpus.datasets import DatasetStore
 
     return DatasetStore(Workspace(workspace).root / "datasets")
 
@@ -555,7 +556,7 @@ def data_diff(
     key: Annotated[str | None, typer.Option(help="Column that identifies a row (default: id, else source).")] = None,
 ) -> None:
     """Rows added, removed and changed between two dataset versions."""
-    from hangjia.data.datasets import diff
+    from hangjia.corpus.datasets import diff
 
     store = _store(workspace)
     a, b = store.resolve(old).read(), store.resolve(new).read()

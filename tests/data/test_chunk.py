@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hangjia.data.chunk import Chunk, chunk_documents, count_units
-from hangjia.data.documents import LOADERS, Document, load_documents
+from hangjia.corpus.chunk import Chunk, chunk_documents, count_units
+from hangjia.corpus.documents import LOADERS, Document, load_documents
 
 KESTREL_DOCS = Path(__file__).parents[2] / "examples/kestrel/docs"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hangjia.data.clean import (
+from hangjia.corpus.clean import (
     CleanOptions,
     CleanReport,
     clean_documents,
@@ -18,8 +18,8 @@ from hangjia.data.clean import (
     quality_issues,
     repeated_lines,
 )
-from hangjia.data.documents import Document, load_documents
-from hangjia.data.text import assemble
+from hangjia.corpus.documents import Document, load_documents
+from hangjia.corpus.text import assemble
 
 KESTREL_DOCS = Path(__file__).parents[2] / "examples/kestrel/docs"
 

@@ -8,10 +8,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from hangjia.config import SelectConfig
-from hangjia.data.curate import curate, dedup, group_of, heuristics, round_robin_by_chunk, to_budget
-from hangjia.data.general import load_general_prompts, mix_in
-from hangjia.data.synth import QAPair
+from hangjia.core.config import SelectConfig
+from hangjia.instruct.forgetting_guard import load_general_prompts, mix_in
+from hangjia.instruct.selection import curate, dedup, group_of, heuristics, round_robin_by_chunk, to_budget
+from hangjia.instruct.synth import QAPair
 
 
 def pair(q: str, a: str, chunk: str = "c1", source: str = "a.md", generator: str = "extractive") -> QAPair:

@@ -1,8 +1,8 @@
 import pyarrow as pa
 import pytest
 
-from hangjia.data.datasets import DatasetStore, diff, table_hash
-from hangjia.errors import HangjiaError
+from hangjia.core.errors import HangjiaError
+from hangjia.corpus.datasets import DatasetStore, diff, table_hash
 
 
 def test_versions_are_content_addressed_and_immutable(tmp_path):

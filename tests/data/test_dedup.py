@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hangjia.data.dedup import ALL_PAIRS_BELOW, choose_kept, decontaminate, dedup_documents, find_duplicates
-from hangjia.data.documents import load_documents
-from hangjia.data.minhash import (
+from hangjia.corpus.dedup import ALL_PAIRS_BELOW, choose_kept, decontaminate, dedup_documents, find_duplicates
+from hangjia.corpus.documents import load_documents
+from hangjia.corpus.minhash import (
     SHINGLE_SIZE,
     lsh_candidates,
     ngram_hashes,
@@ -172,7 +172,7 @@ def test_lsh_candidates_pair_equal_bands_and_skip_empty_texts():
 
 
 def test_semantic_duplicates_with_real_embedder():
-    from hangjia.models import load_embedder
+    from hangjia.llm.models import load_embedder
 
     model = load_embedder()
     items = [

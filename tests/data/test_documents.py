@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hangjia.data.documents import Document, iter_files, load_documents
-from hangjia.errors import HangjiaError
+from hangjia.core.errors import HangjiaError
+from hangjia.corpus.documents import Document, iter_files, load_documents
 
 KESTREL_DOCS = Path(__file__).parents[2] / "examples/kestrel/docs"
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import ray
 
-from hangjia.data.batches import (
+from hangjia.core.errors import HangjiaError
+from hangjia.corpus.batch_runner import map_batches
+from hangjia.corpus.batches import (
     CHUNK_SCHEMA,
     CLEANED_SCHEMA,
     DOCUMENT_SCHEMA,
@@ -20,12 +22,10 @@ from hangjia.data.batches import (
     documents_table,
     table_documents,
 )
-from hangjia.data.chunk import chunk_documents
-from hangjia.data.clean import clean_documents, repeated_lines
-from hangjia.data.documents import Document, load_documents
-from hangjia.data.engine import map_batches
-from hangjia.data.text import assemble
-from hangjia.errors import HangjiaError
+from hangjia.corpus.chunk import chunk_documents
+from hangjia.corpus.clean import clean_documents, repeated_lines
+from hangjia.corpus.documents import Document, load_documents
+from hangjia.corpus.text import assemble
 
 KESTREL_DOCS = Path(__file__).parents[2] / "examples/kestrel/docs"
 FOOTER = "Kestrel DW4500 service manual - internal"

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hangjia.data.formats import FormatError, export_pairs, import_pairs
-from hangjia.data.synth import QAPair
-from hangjia.errors import HangjiaError
-from hangjia.prompts import SYSTEM_PROMPT
+from hangjia.core.errors import HangjiaError
+from hangjia.core.prompts import SYSTEM_PROMPT
+from hangjia.instruct.formats import FormatError, export_pairs, import_pairs
+from hangjia.instruct.synth import QAPair
 
 PAIRS = [
     QAPair("What is the torque for the M8 bolt?", "25 N·m", "table", "manual.pdf#3", "manual.pdf", "extractive"),
@@ -246,7 +246,7 @@ def test_multi_turn_is_refused_by_default_naming_the_line(tmp_path):
 def test_multi_turn_first_keeps_first_exchange_and_says_so(tmp_path, caplog):
     history = {"instruction": "Q", "output": "A", "history": [["earlier?", "yes"]]}
     path = write_jsonl(tmp_path / "multi.jsonl", [MULTI, {"instruction": "Q0", "output": "A0"}, history])
-    with caplog.at_level(logging.WARNING, logger="hangjia.data.formats"):
+    with caplog.at_level(logging.WARNING, logger="hangjia.instruct.formats"):
         pairs = import_pairs(path, multi_turn="first")
     assert [(p.question, p.answer) for p in pairs] == [("First?", "One."), ("Q0", "A0"), ("Q", "A")]
     assert "2 multi-turn records" in caplog.text and f"{path}:1" in caplog.text

@@ -9,7 +9,7 @@ import yaml
 from fake_teacher import fake_endpoint
 
 from hangjia import cli
-from hangjia.data.selfqa import QUESTION_SYSTEM
+from hangjia.instruct.selfqa import QUESTION_SYSTEM
 
 DOC = (
     "# Error codes\n\n"

@@ -12,15 +12,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hangjia.corpus import ingest
 
-from hangjia.data import ingest
-from hangjia.data.batches import documents_table, table_documents
-from hangjia.data.chunk import chunk_documents
-from hangjia.data.clean import CleanOptions, clean_documents
-from hangjia.data.datasets import DatasetStore, file_hash, table_hash
-from hangjia.data.dedup import dedup_documents
-from hangjia.data.documents import load_documents
-from hangjia.data.ingest import ingest_documents
+from hangjia.corpus.batches import documents_table, table_documents
+from hangjia.corpus.chunk import chunk_documents
+from hangjia.corpus.clean import CleanOptions, clean_documents
+from hangjia.corpus.datasets import DatasetStore, file_hash, table_hash
+from hangjia.corpus.dedup import dedup_documents
+from hangjia.corpus.documents import load_documents
+from hangjia.corpus.ingest import ingest_documents
 
 KESTREL_DOCS = Path(__file__).parents[2] / "examples/kestrel/docs"
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from hangjia.data.chunk import chunk_documents
-from hangjia.data.documents import LOADERS, Document
-from hangjia.data.kgqa import Triple, kg_pairs, load_triples, triples_from_records
-from hangjia.data.synth import is_grounded
+from hangjia.corpus.chunk import chunk_documents
+from hangjia.corpus.documents import LOADERS, Document
+from hangjia.instruct.kgqa import Triple, kg_pairs, load_triples, triples_from_records
+from hangjia.instruct.synth import is_grounded
 
 KESTREL_DOCS = Path(__file__).parents[2] / "examples/kestrel/docs"
 FIXTURES = Path(__file__).parent / "fixtures"

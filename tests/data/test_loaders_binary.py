@@ -16,14 +16,14 @@ import pyarrow.parquet as pq
 import pytest
 from pypdf import PdfReader, PdfWriter
 
-from hangjia.data.documents import MAX_FILE_BYTES, Document, load_documents
-from hangjia.data.loaders import LOADERS
-from hangjia.data.loaders.docx import load_docx
-from hangjia.data.loaders.parquet import load_parquet
-from hangjia.data.loaders.pdf import load_pdf
-from hangjia.data.loaders.txt import load_txt
-from hangjia.data.loaders.xlsx import load_xlsx
-from hangjia.data.text import decode
+from hangjia.corpus.documents import MAX_FILE_BYTES, Document, load_documents
+from hangjia.corpus.loaders import LOADERS
+from hangjia.corpus.loaders.docx import load_docx
+from hangjia.corpus.loaders.parquet import load_parquet
+from hangjia.corpus.loaders.pdf import load_pdf
+from hangjia.corpus.loaders.txt import load_txt
+from hangjia.corpus.loaders.xlsx import load_xlsx
+from hangjia.corpus.text import decode
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

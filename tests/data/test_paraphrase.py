@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hangjia.data.paraphrase import paraphrase_pairs
-from hangjia.data.synth import QAPair
+from hangjia.instruct.paraphrase import paraphrase_pairs
+from hangjia.instruct.synth import QAPair
 
 KESTREL_QUESTIONS = Path(__file__).parents[2] / "examples/kestrel/questions.jsonl"
 PIECE = re.compile(r"[^\W\d_]+|\d+|[^\w\s]|_")  # letters, digits, one punctuation mark: "KP-2210" is 3 pieces

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hangjia.data.pii import PLACEHOLDERS, redact
+from hangjia.corpus.pii import PLACEHOLDERS, redact
 
 
 def cn_id(first17: str) -> str:

@@ -6,12 +6,12 @@ import re
 
 import pytest
 
-from hangjia.data.chunk import Chunk
-from hangjia.data.raft import ABSTENTION, raft_examples
-from hangjia.data.synth import QAPair, is_grounded
+from hangjia.core.prompts import SYSTEM_PROMPT, with_context
+from hangjia.corpus.chunk import Chunk
+from hangjia.corpus.index import BM25Index
 from hangjia.eval.scoring import abstains, normalize
-from hangjia.prompts import SYSTEM_PROMPT, with_context
-from hangjia.rag.index import BM25Index
+from hangjia.instruct.raft import ABSTENTION, raft_examples
+from hangjia.instruct.synth import QAPair, is_grounded
 
 TEXTS = {
     "codes.md": [

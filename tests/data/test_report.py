@@ -13,8 +13,8 @@ import matplotlib.image
 import pytest
 from rich.console import Console
 
-from hangjia.data.report import print_summary, write_report
-from hangjia.data.synth import QAPair
+from hangjia.instruct.report import print_summary, write_report
+from hangjia.instruct.synth import QAPair
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')

@@ -9,8 +9,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from hangjia.data.select import grouped_split, ifd_scores, k_center_greedy, one_shot_gains
-from hangjia.prompts import question_messages
+from hangjia.core.prompts import question_messages
+from hangjia.instruct.selectors import grouped_split, ifd_scores, k_center_greedy, one_shot_gains
 
 # k-center -----------------------------------------------------------------------------------------
 

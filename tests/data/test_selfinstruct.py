@@ -8,8 +8,8 @@ from pathlib import Path
 
 from fake_teacher import fake_endpoint
 
-from hangjia.data.chunk import Chunk
-from hangjia.data.selfinstruct import (
+from hangjia.corpus.chunk import Chunk
+from hangjia.instruct.selfinstruct import (
     CONTEXT_SYSTEM,
     TASK_SYSTEM,
     max_rouge_l,
@@ -17,8 +17,8 @@ from hangjia.data.selfinstruct import (
     reject_reason,
     self_instruct,
 )
-from hangjia.data.synth import QAPair
-from hangjia.data.teacher import EndpointTeacher
+from hangjia.instruct.synth import QAPair
+from hangjia.llm.teacher import EndpointTeacher
 
 SEEDS = [json.loads(line) for line in (Path(__file__).parents[2] / "examples/kestrel/seed_tasks.jsonl").open()]
 NOVEL = "What is the part number and price of the DW-6200 drain pump?"

@@ -6,10 +6,10 @@ from collections import Counter
 
 from fake_teacher import fake_endpoint
 
-from hangjia.data.chunk import Chunk
-from hangjia.data.selfqa import ANSWER_SYSTEM, QUESTION_SYSTEM, parse_answer, parse_questions, self_qa
-from hangjia.data.synth import QAPair
-from hangjia.data.teacher import CachedTeacher, EndpointTeacher
+from hangjia.corpus.chunk import Chunk
+from hangjia.instruct.selfqa import ANSWER_SYSTEM, QUESTION_SYSTEM, parse_answer, parse_questions, self_qa
+from hangjia.instruct.synth import QAPair
+from hangjia.llm.teacher import CachedTeacher, EndpointTeacher
 
 
 def chunk(cid: str, text: str) -> Chunk:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hangjia.data.chunk import chunk_documents
-from hangjia.data.documents import LOADERS, Document, load_documents
-from hangjia.data.synth import GENERATORS, QAPair, extract_pairs, is_grounded
+from hangjia.corpus.chunk import chunk_documents
+from hangjia.corpus.documents import LOADERS, Document, load_documents
+from hangjia.instruct.synth import GENERATORS, QAPair, extract_pairs, is_grounded
 
 KESTREL_DOCS = Path(__file__).parents[2] / "examples/kestrel/docs"
 

@@ -10,8 +10,8 @@ import torch
 from conftest import build_tiny_model
 from fake_teacher import fake_endpoint, words
 
-from hangjia.data.teacher import CachedTeacher, EndpointTeacher, LocalTeacher, make_teacher
-from hangjia.errors import HangjiaError
+from hangjia.core.errors import HangjiaError
+from hangjia.llm.teacher import CachedTeacher, EndpointTeacher, LocalTeacher, make_teacher
 
 
 def user(text: str) -> list[dict[str, str]]:

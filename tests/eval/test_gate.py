@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hangjia.errors import HangjiaError
+from hangjia.core.errors import HangjiaError
 from hangjia.eval.gate import GateRules, check_gate
 
 

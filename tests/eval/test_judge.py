@@ -7,11 +7,15 @@ import torch
 from fake_teacher import fake_endpoint
 from rich.console import Console
 
-from hangjia import eval_stage, pipeline
-from hangjia.config import JudgeConfig, ProjectConfig
-from hangjia.data.teacher import make_teacher
+from hangjia.core.config import JudgeConfig, ProjectConfig
+from hangjia.core.workspace import Workspace
 from hangjia.eval.judge import NO_ANSWER_REFERENCE, judge_answers, parse_verdict, summarize_verdicts
-from hangjia.workspace import Workspace
+from hangjia.llm.teacher import make_teacher
+from hangjia.stages.eval import evaluate
+from hangjia.stages.ingest import ingest
+from hangjia.stages.select import select
+from hangjia.stages.synth import synth
+from hangjia.stages.train import train
 
 KESTREL = Path(__file__).resolve().parents[2] / "examples" / "kestrel"
 
@@ -70,11 +74,11 @@ def test_eval_adds_judge_verdicts_and_held_out_perplexity(tiny_model_dir, tmp_pa
     cfg.select.splits = (0.6, 0.2, 0.2)
     cfg.eval.questions, cfg.eval.limit, cfg.eval.max_new_tokens = KESTREL / "questions.jsonl", 3, 4
     ws, quiet = Workspace(tmp_path / "ws"), Console(quiet=True)
-    for stage in (pipeline.ingest, pipeline.synth, pipeline.select, pipeline.train):
+    for stage in (ingest, synth, select, train):
         stage(ws, cfg, quiet)
     with fake_endpoint(lambda messages: "no") as endpoint:
         cfg.eval.judge = JudgeConfig(base_url=endpoint.url, model="judge")
-        eval_stage.evaluate(ws, cfg, quiet)
+        evaluate(ws, cfg, quiet)
         sent = len(endpoint.requests)
     results = json.loads((ws.stage_dir("eval") / "results.json").read_text())
     for condition in results["conditions"]:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hangjia.errors import HangjiaError
+from hangjia.core.errors import HangjiaError
 from hangjia.eval.mcq import (
     MCQ,
     dev_file_for,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hangjia.engine import Completion
 from hangjia.eval.qa import Question, evaluate, summarize
+from hangjia.llm.generation import Completion
 
 QUESTIONS = [
     Question("q1", "What does E24 mean?", "drain pump blocked", "lookup"),

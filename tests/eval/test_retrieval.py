@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from hangjia.data.chunk import Chunk, chunk_documents
-from hangjia.data.documents import load_documents
+from hangjia.corpus.chunk import Chunk, chunk_documents
+from hangjia.corpus.documents import load_documents
+from hangjia.corpus.index import BM25Index
 from hangjia.eval.qa import Question, load_questions
 from hangjia.eval.retrieval import recall_at_k, source_matches
-from hangjia.rag.index import BM25Index
 
 KESTREL = Path(__file__).parents[2] / "examples/kestrel"
 

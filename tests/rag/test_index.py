@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from hangjia.data.chunk import Chunk, chunk_documents
-from hangjia.data.documents import load_documents
-from hangjia.errors import HangjiaError
-from hangjia.rag.index import BM25Index, tokenize
+from hangjia.core.errors import HangjiaError
+from hangjia.corpus.chunk import Chunk, chunk_documents
+from hangjia.corpus.documents import load_documents
+from hangjia.corpus.index import BM25Index, tokenize
 
 KESTREL = Path(__file__).parents[2] / "examples/kestrel"
 

@@ -15,11 +15,11 @@ import openai
 import pytest
 import uvicorn
 
-from hangjia.config import ServeConfig
-from hangjia.engine import Engine
-from hangjia.errors import HangjiaError
-from hangjia.serve.app import create_app, serve
-from hangjia.serve.openai_api import StopScanner
+from hangjia.app.openai_api import StopScanner
+from hangjia.app.server import create_app, serve
+from hangjia.core.config import ServeConfig
+from hangjia.core.errors import HangjiaError
+from hangjia.llm.generation import Engine
 
 QUESTION = [{"role": "user", "content": "How do I reset the DW4500 dishwasher?"}]
 
@@ -69,8 +69,8 @@ def make_adapter(base_dir: Path, out: Path) -> Path:
 
 
 def make_index(out: Path):
-    from hangjia.data.chunk import Chunk
-    from hangjia.rag.index import BM25Index
+    from hangjia.corpus.chunk import Chunk
+    from hangjia.corpus.index import BM25Index
 
     texts = {
         "dishwasher_error_codes.md": "Error E24 means the drain is blocked; clean the filter and reset the DW4500.",

@@ -12,7 +12,7 @@ from accelerate.commands.config.config_args import ClusterConfig
 from accelerate.commands.launch import launch_command_parser
 from safetensors.torch import load_file
 
-from hangjia.errors import HangjiaError
+from hangjia.core.errors import HangjiaError
 from hangjia.train import distributed
 from hangjia.train.distributed import check_accelerate_config, launch_command, main, per_device_batch, run_distributed
 from hangjia.train.sft import LoraSFTArgs

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from hangjia.errors import HangjiaError
-from hangjia.models import embedded_base_dir, load_causal_lm, load_tokenizer
+from hangjia.core.errors import HangjiaError
+from hangjia.llm.models import embedded_base_dir, load_causal_lm, load_tokenizer
 from hangjia.train import export
 from hangjia.train.export import export_model, open_gguf, to_gguf, verify_gguf
 
@@ -218,10 +218,13 @@ def test_hangjia_export_writes_the_domain_model_of_a_workspace(tmp_path):
     from rich.console import Console
     from typer.testing import CliRunner
 
-    from hangjia import pipeline
     from hangjia.cli import app
-    from hangjia.config import ProjectConfig
-    from hangjia.workspace import Workspace
+    from hangjia.core.config import ProjectConfig
+    from hangjia.core.workspace import Workspace
+    from hangjia.stages.ingest import ingest
+    from hangjia.stages.select import select
+    from hangjia.stages.synth import synth
+    from hangjia.stages.train import train
 
     pytest.importorskip("llama_cpp")
     torch.set_num_threads(1)
@@ -234,7 +237,7 @@ def test_hangjia_export_writes_the_domain_model_of_a_workspace(tmp_path):
     cfg.train.max_steps, cfg.train.warmup_ratio, cfg.train.target_modules = 2, 0.0, ["q_proj", "v_proj"]
     cfg.select.quality, cfg.select.general_ratio, cfg.select.raft, cfg.select.paraphrases = "none", 0.0, False, 0
     ws = Workspace(tmp_path / "ws")
-    for stage in (pipeline.ingest, pipeline.synth, pipeline.select, pipeline.train):
+    for stage in (ingest, synth, select, train):
         stage(ws, cfg, Console(quiet=True))
     (ws.root / "hangjia.yaml").write_text(json.dumps(cfg.model_dump(mode="json")))
     result = CliRunner().invoke(app, ["export", "-w", str(ws.root), "--formats", "f16"])

@@ -6,7 +6,7 @@ import optuna
 import pytest
 import yaml
 
-from hangjia.errors import HangjiaError
+from hangjia.core.errors import HangjiaError
 from hangjia.train import hpo
 from hangjia.train.hpo import STUDY_NAME, SearchSpace, current_params, tune
 from hangjia.train.sft import LoraSFTArgs

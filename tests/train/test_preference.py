@@ -6,9 +6,9 @@ from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dic
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from hangjia.errors import HangjiaError
-from hangjia.models import load_tokenizer
-from hangjia.prompts import question_messages
+from hangjia.core.errors import HangjiaError
+from hangjia.core.prompts import question_messages
+from hangjia.llm.models import load_tokenizer
 from hangjia.train.preference import (
     DPOArgs,
     RewardArgs,

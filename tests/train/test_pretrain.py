@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from hangjia.errors import HangjiaError
-from hangjia.models import load_tokenizer
+from hangjia.core.errors import HangjiaError
+from hangjia.llm.models import load_tokenizer
 from hangjia.train.pretrain import (
     CPTArgs,
     group_texts,

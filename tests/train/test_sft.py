@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers.utils import is_torch_bf16_available_on_device
 
-from hangjia.engine import Engine, GenerationParams
+from hangjia.llm.generation import Engine, GenerationParams
 from hangjia.train import sft
 from hangjia.train.sft import LoraSFTArgs, build_trainer, train_lora_sft
 

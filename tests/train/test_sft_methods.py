@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from hangjia.engine import Engine
-from hangjia.errors import HangjiaError
+from hangjia.core.errors import HangjiaError
+from hangjia.llm.generation import Engine
 from hangjia.train.sft import LoraSFTArgs, build_trainer, train_lora_sft
 
 PAIRS = [(f"What does fault code E{i} mean?", f"Fault {i}: drain pump blocked.") for i in range(12)]

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hangjia.errors import HangjiaError
+from hangjia.core.errors import HangjiaError
 from hangjia.train.sft import LoraSFTArgs, _StepLog, latest_checkpoint, train_lora_sft
 
 PAIRS = [(f"What does fault code E{i} mean?", f"Fault {i}: drain pump blocked.") for i in range(12)]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
-from hangjia.errors import HangjiaError
+from hangjia.core.errors import HangjiaError
 
 GENERAL_PREFIX = "general"  # eval_stage._multiple_choice names general-knowledge sets "general: <subject>"
 DOMAIN_MCQ = "domain mcq"

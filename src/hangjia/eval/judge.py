@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from hangjia.data.teacher import Teacher
+from hangjia.llm.teacher import Teacher
 
 SYSTEM = (
     "You grade answers to questions about a company's documents. Compare the candidate answer with the reference "

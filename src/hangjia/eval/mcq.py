@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hangjia.errors import HangjiaError
+from hangjia.core.errors import HangjiaError
 
 LETTERS = "ABCD"
 MMLU_HEADER = ["question", "choice0", "choice1", "choice2", "choice3", "answer"]

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hangjia.engine import Engine, GenerationParams
-from hangjia.errors import HangjiaError
+from hangjia.core.errors import HangjiaError
 from hangjia.eval.scoring import abstains, is_correct, rouge_l, token_f1
+from hangjia.llm.generation import Engine, GenerationParams
 
 
 @dataclass

@@ -14,8 +14,8 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from hangjia.corpus.index import BM25Index
     from hangjia.eval.qa import Question
-    from hangjia.rag.index import BM25Index
 
 
 def _parts(path: str) -> tuple[str, ...]:

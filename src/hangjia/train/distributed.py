@@ -43,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from hangjia.errors import HangjiaError
+from hangjia.core.errors import HangjiaError
 from hangjia.train.sft import LoraSFTArgs, latest_checkpoint, train_lora_sft
 
 OnStep = Callable[[int, int, dict[str, float]], None]

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hangjia.errors import HangjiaError
-from hangjia.models import load_causal_lm, load_tokenizer, resolve_base
+from hangjia.core.errors import HangjiaError
+from hangjia.llm.models import load_causal_lm, load_tokenizer, resolve_base
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -27,7 +27,7 @@ import yaml
 from optuna.trial import TrialState
 from transformers import TrainerCallback
 
-from hangjia.errors import HangjiaError
+from hangjia.core.errors import HangjiaError
 from hangjia.train.sft import LoraSFTArgs, build_trainer
 
 STUDY_NAME = "hangjia-tune"

@@ -33,10 +33,10 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 
-from hangjia.config import LLAMA_LINEAR
-from hangjia.errors import HangjiaError
-from hangjia.models import load_tokenizer
-from hangjia.prompts import question_messages
+from hangjia.core.config import LLAMA_LINEAR
+from hangjia.core.errors import HangjiaError
+from hangjia.core.prompts import question_messages
+from hangjia.llm.models import load_tokenizer
 from hangjia.train.sft import _StepLog
 
 Preference = tuple[str, str, str]

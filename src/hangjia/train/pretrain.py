@@ -34,10 +34,10 @@ from transformers import (
     default_data_collator,
 )
 
-from hangjia.config import LLAMA_LINEAR
-from hangjia.errors import HangjiaError
+from hangjia.core.config import LLAMA_LINEAR
+from hangjia.core.errors import HangjiaError
 from hangjia.eval.perplexity import perplexity
-from hangjia.models import load_tokenizer
+from hangjia.llm.models import load_tokenizer
 from hangjia.train.sft import _StepLog
 
 StepCallback = Callable[[int, int, dict[str, float]], None]

@@ -29,9 +29,9 @@ from transformers import AutoModelForCausalLM, EarlyStoppingCallback, PrinterCal
 from transformers.utils import is_torch_bf16_available_on_device
 from trl import SFTConfig, SFTTrainer
 
-from hangjia.errors import HangjiaError
-from hangjia.models import load_tokenizer
-from hangjia.prompts import question_messages
+from hangjia.core.errors import HangjiaError
+from hangjia.core.prompts import question_messages
+from hangjia.llm.models import load_tokenizer
 from hangjia.train.packing import PackingCollator
 
 logger = logging.getLogger(__name__)

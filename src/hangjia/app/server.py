@@ -1,0 +1,119 @@
+"""The HTTP server: builds the FastAPI app around one `Engine` and runs it with uvicorn.
+
+Every error leaves as OpenAI's `{"error": {...}}` body, so OpenAI clients raise their typed
+exceptions (NotFoundError, BadRequestError, ...) with our message instead of a generic one.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from hangjia.app.openai_api import EngineDep, router
+from hangjia.app.schemas import ErrorDetail, ErrorResponse
+from hangjia.core.config import ServeConfig
+from hangjia.core.errors import HangjiaError
+from hangjia.llm.generation import Engine
+
+
+def create_app(engine: Engine, serve_config: ServeConfig) -> FastAPI:
+    app = FastAPI(title="Hangjia", summary="OpenAI-compatible API for a domain-tuned model with RAG.")
+    app.state.engine = engine
+    app.state.serve_config = serve_config
+    app.include_router(router)
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"])
+    async def ready(engine: EngineDep) -> dict[str, str | list[str]]:
+        """Readiness: the models are loaded (the app exists only once they are)."""
+        return {"status": "ready", "models": engine.model_names}
+
+    app.add_exception_handler(HangjiaError, _hangjia_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _server_error)
+    return app
+
+
+def _error(status_code: int, message: str, param: str | None = None) -> JSONResponse:
+    kind = "invalid_request_error" if status_code < 500 else "server_error"
+    body = ErrorResponse(error=ErrorDetail(message=message, type=kind, param=param))
+    return JSONResponse(body.model_dump(), status_code=status_code)
+
+
+async def _hangjia_error(request: Request, exc: HangjiaError) -> JSONResponse:
+    return _error(exc.status_code, exc.message)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """400 (OpenAI's status for a bad body, not FastAPI's 422) with one readable line per problem."""
+    problems, params = [], []
+    for err in exc.errors():
+        if err["type"] == "json_invalid":
+            problems.append(f"the body is not valid JSON ({err.get('ctx', {}).get('error', 'decode error')})")
+            continue
+        loc = ".".join(str(p) for p in err["loc"] if p != "body") or "body"
+        params.append(loc)
+        problems.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
+    return _error(400, "Invalid request: " + "; ".join(problems) + ".", param=params[0] if params else None)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    return _error(exc.status_code, str(exc.detail))
+
+
+async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    return _error(500, "Internal server error; see the server log.")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket now, so a taken port fails in a second rather than after the model loads.
+
+    Same options as uvicorn's own bind (IPv6 when the host has a colon, SO_REUSEADDR so a port in
+    TIME_WAIT is not mistaken for a busy one); uvicorn is then handed this socket, so no one can take
+    the port in between.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise HangjiaError(f"Port {port} on {host} is already in use; pick another with --port.") from None
+        reason = exc.strerror or str(exc)
+        raise HangjiaError(f"Cannot listen on {host}:{port} ({reason}); check --host and --port.") from None
+    return sock
+
+
+def serve(workspace: Path, base_model: str, host: str, port: int, rag_top_k: int, max_new_tokens: int) -> None:
+    """Serve the workspace's models over HTTP until interrupted."""
+    import uvicorn
+
+    from hangjia.core.workspace import Workspace
+
+    sock = _bind(host, port)
+    try:
+        engine = Engine.from_workspace(Workspace(workspace), base_model, rag_top_k=rag_top_k)
+        app = create_app(engine, ServeConfig(host=host, port=port, max_new_tokens=max_new_tokens))
+        config = uvicorn.Config(app, host=host, port=port, log_level="info")
+        # uvicorn prints no "running on" line when handed a socket, so say where we are ourselves.
+        address = f"[{host}]" if ":" in host else host
+        logging.getLogger("uvicorn.error").info(
+            "Serving %s at http://%s:%d/v1 (Press CTRL+C to quit)", ", ".join(engine.model_names), address, port
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

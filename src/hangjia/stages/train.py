@@ -1,0 +1,87 @@
+"""`hangjia train`: supervised fine-tuning of the base model on the selected pairs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from hangjia.core.config import ProjectConfig
+from hangjia.core.jsonl import read_jsonl
+from hangjia.core.workspace import Workspace, sha256_file
+from hangjia.llm.models import PRETRAINED_BASE
+from hangjia.stages.reporting import done, progress_bar, skipped
+
+
+def train(
+    ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False, resume: bool = False
+) -> dict[str, Any]:
+    """LoRA SFT of the base model on the selected pairs (loss on answers only).
+
+    With train.save_steps, checkpoints stay in the staging folder when a run dies (even by kill -9), and
+    `resume` continues from the newest one, provided the inputs and config are those of the run that died."""
+    import time
+
+    from hangjia.llm.models import resolve_base
+    from hangjia.train.distributed import run_distributed
+
+    upstream = ws.require("select", "`hangjia select`")
+    inputs = {"select": upstream["fingerprint"]}
+    if cfg.train.accelerate_config is not None and Path(cfg.train.accelerate_config).is_file():
+        inputs["accelerate_config"] = sha256_file(Path(cfg.train.accelerate_config))
+    config = cfg.train.model_dump(mode="json")
+    if cfg.train.base_model == PRETRAINED_BASE:
+        inputs["pretrain"] = ws.require("pretrain", "`hangjia pretrain`")["fingerprint"]
+    if not force and not resume and ws.is_current("train", inputs, config):
+        return skipped("train", ws)
+    with console.status("preparing the base model"):
+        base_dir = resolve_base(cfg.train.base_model, ws.root)
+    train_pairs, val_pairs = selected_pairs(ws)
+    args = sft_args(cfg, resume=resume)
+    keep = cfg.train.save_steps > 0
+    with ws.stage("train", inputs, config, keep_partial=keep, resume=resume) as run, progress_bar(console) as progress:
+        task = progress.add_task("train", total=None, status="")
+        started, first = time.time(), None
+
+        def on_step(step: int, total: int, logs: dict[str, float]) -> None:
+            nonlocal first
+            first = step - 1 if first is None else first  # a resumed run starts past 0
+            rate = (step - first) * cfg.train.batch_size / max(time.time() - started, 1e-9)
+            status = f"loss {logs['loss']:.3f}  lr {logs.get('learning_rate', 0):.2e}  {rate:.2f} samples/s"
+            progress.update(task, completed=step, total=total, status=status)
+
+        metrics = run_distributed(
+            cfg.train.nproc,
+            base_dir,
+            train_pairs,
+            val_pairs,
+            run.dir,
+            args,
+            on_step=on_step,
+            accelerate_config=cfg.train.accelerate_config,
+        )
+        (run.dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        run.counts.update(metrics)
+    return done("train", ws)
+
+
+def selected_pairs(ws: Workspace) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(user turn, answer) pairs of the select stage's train and val splits."""
+    src = ws.stage_dir("select")
+    return tuple(
+        [(r.get("prompt") or r["question"], r["answer"]) for r in read_jsonl(src / f"{split}.jsonl")]
+        for split in ("train", "val")
+    )
+
+
+def sft_args(cfg: ProjectConfig, resume: bool = False):
+    """LoraSFTArgs from the train section, less the settings that say how to launch rather than what to train."""
+    from hangjia.train.sft import LoraSFTArgs
+
+    launch = {"base_model", "nproc", "accelerate_config"}
+    args = LoraSFTArgs(**{k: v for k, v in cfg.train.model_dump().items() if k not in launch}, resume=resume)
+    args.packing = args.packing and args.method in ("lora", "full")  # virtual tokens would fall outside the mask
+    return args
