@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import torch
-from fake_teacher import fake_endpoint
 from rich.console import Console
 
 from hangjia.core.config import JudgeConfig, ProjectConfig
@@ -16,6 +15,7 @@ from hangjia.stages.ingest import ingest
 from hangjia.stages.select import select
 from hangjia.stages.synth import synth
 from hangjia.stages.train import train
+from tests.fake_teacher import fake_endpoint
 
 KESTREL = Path(__file__).resolve().parents[2] / "examples" / "kestrel"
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hangjia.eval.mcq import (
@@ -19,6 +18,7 @@ from hangjia.eval.mcq import (
     prefix_groups,
     prompt,
 )
+from tests.tiny_models import build_tiny_model
 
 KESTREL = Path(__file__).parents[2] / "examples/kestrel"
 

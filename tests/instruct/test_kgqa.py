@@ -13,7 +13,7 @@ from hangjia.instruct.kgqa import Triple, kg_pairs, load_triples, triples_from_r
 from hangjia.instruct.synth import is_grounded
 
 KESTREL_DOCS = Path(__file__).parents[2] / "examples/kestrel/docs"
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "corpus" / "fixtures"
 
 PARTS_CSV = """part_number,description,compatible_models,price_eur,availability
 KP-2210,Drain pump assembly,DW-4500; DW-6200,38.50,in stock

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import yaml
-from fake_teacher import fake_endpoint
 
 from hangjia import cli
 from hangjia.instruct.selfqa import QUESTION_SYSTEM
+from tests.fake_teacher import fake_endpoint
 
 DOC = (
     "# Error codes\n\n"

@@ -21,7 +21,7 @@ from hangjia.stages.select import select
 from hangjia.stages.synth import synth
 from hangjia.stages.train import train
 
-KESTREL = Path(__file__).resolve().parents[1] / "examples" / "kestrel"
+KESTREL = Path(__file__).resolve().parents[2] / "examples" / "kestrel"
 QUIET = Console(quiet=True)
 
 

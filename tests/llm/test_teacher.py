@@ -7,11 +7,11 @@ import time
 
 import pytest
 import torch
-from conftest import build_tiny_model
-from fake_teacher import fake_endpoint, words
 
 from hangjia.core.errors import HangjiaError
 from hangjia.llm.teacher import CachedTeacher, EndpointTeacher, LocalTeacher, make_teacher
+from tests.fake_teacher import fake_endpoint, words
+from tests.tiny_models import build_tiny_model
 
 
 def user(text: str) -> list[dict[str, str]]:

@@ -6,7 +6,7 @@ import yaml
 from hangjia.core.config import ProjectConfig, config_template, load_config
 from hangjia.core.errors import HangjiaError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_need_no_file():

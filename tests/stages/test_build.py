@@ -19,7 +19,7 @@ from hangjia.stages.synth import synth
 from hangjia.stages.train import train
 from hangjia.stages.tune import tune
 
-KESTREL = Path(__file__).resolve().parents[1] / "examples" / "kestrel"
+KESTREL = Path(__file__).resolve().parents[2] / "examples" / "kestrel"
 
 
 @pytest.fixture

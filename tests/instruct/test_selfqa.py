@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from fake_teacher import fake_endpoint
-
 from hangjia.corpus.chunk import Chunk
 from hangjia.instruct.selfqa import ANSWER_SYSTEM, QUESTION_SYSTEM, parse_answer, parse_questions, self_qa
 from hangjia.instruct.synth import QAPair
 from hangjia.llm.teacher import CachedTeacher, EndpointTeacher
+from tests.fake_teacher import fake_endpoint
 
 
 def chunk(cid: str, text: str) -> Chunk:

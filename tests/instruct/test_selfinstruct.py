@@ -6,8 +6,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from fake_teacher import fake_endpoint
-
 from hangjia.corpus.chunk import Chunk
 from hangjia.instruct.selfinstruct import (
     CONTEXT_SYSTEM,
@@ -19,6 +17,7 @@ from hangjia.instruct.selfinstruct import (
 )
 from hangjia.instruct.synth import QAPair
 from hangjia.llm.teacher import EndpointTeacher
+from tests.fake_teacher import fake_endpoint
 
 SEEDS = [json.loads(line) for line in (Path(__file__).parents[2] / "examples/kestrel/seed_tasks.jsonl").open()]
 NOVEL = "What is the part number and price of the DW-6200 drain pump?"

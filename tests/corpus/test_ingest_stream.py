@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hangjia.corpus import ingest
 
+from hangjia.corpus import ingest
 from hangjia.corpus.batches import documents_table, table_documents
 from hangjia.corpus.chunk import chunk_documents
 from hangjia.corpus.clean import CleanOptions, clean_documents

@@ -1,0 +1,10 @@
+"""Where the tests find the sample domain and the shared benchmark sets: one place for every test folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+KESTREL = REPO / "examples" / "kestrel"
+KESTREL_DOCS = KESTREL / "docs"
+SHARED = REPO.parent / "shared"
