@@ -349,16 +349,10 @@ def eval_(
 
 
 def _gate(ws: Workspace, cfg) -> int:
-    """The gate over the stored results (changing a threshold does not regenerate answers); its exit code."""
-    from hangjia.eval.gate import check_gate
-    from hangjia.eval.report import write_eval_report
+    """Print the gate's checks over the stored results; its exit code."""
+    from hangjia.stages.eval import gate
 
-    d = ws.stage_dir("eval")
-    results = json.loads((d / "results.json").read_text())
-    answers = [json.loads(line) for line in (d / "answers.jsonl").read_text().splitlines() if line.strip()]
-    verdict = check_gate(results, cfg.gate.rules(), cfg.gate.candidate, cfg.gate.reference)
-    (d / "gate.json").write_text(json.dumps(verdict.to_dict(), indent=2, ensure_ascii=False))
-    write_eval_report(d, {**results, "gate": verdict.to_dict()}, answers, title="Hangjia evaluation")
+    verdict = gate(ws, cfg)
     table = Table(title=f"gate: {verdict.candidate} vs {verdict.reference}", title_justify="left")
     for col in ("check", "value", "threshold", "result", "why"):
         table.add_column(col)
@@ -486,25 +480,40 @@ def chat(
 
 @app.command()
 def models(workspace: WorkspaceOpt, config: ConfigOpt = None) -> None:
-    """List the models a workspace serves, with where they live and how they were trained."""
+    """List the models a workspace serves: what each name means, where its weights live, how it was trained."""
     from hangjia.llm.models import EMBEDDED_NAME, cache_dir
+    from hangjia.llm.weights import base_weights, domain_weights, production_weights
 
     ws, cfg = _setup(workspace, config)
-    train_manifest = ws.manifest("train")
-    base = train_manifest["config"]["base_model"] if train_manifest else cfg.train.base_model
+    train = ws.manifest("train")
+    spec = train["config"]["base_model"] if train else cfg.train.base_model
     table = Table(title=f"models in {ws.root}", title_justify="left")
     for col in ("name", "what", "where", "trained"):
         table.add_column(col)
-    cached = cache_dir() / EMBEDDED_NAME
-    where = str(cached) + ("" if cached.exists() else " (converted on first use)") if base == "embedded" else base
-    table.add_row("base", f"base model ({base})", where, "")
-    if train_manifest:
-        c = train_manifest["counts"]
-        trained = f"{train_manifest['started_at']}, {c.get('steps')} steps, val loss {_fmt(c.get('val_loss_before'))}"
-        trained += f" → {_fmt(c.get('val_loss_after'))}"
-        table.add_row("domain", "LoRA adapter", str(ws.stage_dir("train") / "adapter"), trained)
+    if spec == "embedded" and not (cache_dir() / EMBEDDED_NAME).exists():
+        table.add_row("base", "base model (embedded)", f"{cache_dir() / EMBEDDED_NAME} (converted on first use)", "")
     else:
+        try:
+            where = str(base_weights(ws, cfg.train.base_model).base_dir)
+        except HangjiaError as exc:  # e.g. base_model: pretrain before `hangjia pretrain` ran
+            where = exc.message
+        table.add_row("base", f"base model ({spec})", where, "")
+    domain = domain_weights(ws, cfg.train.base_model)
+    if domain.tuned is None:
         table.add_row("domain", "not trained yet", f"run: hangjia build --workspace {ws.root}", "")
+    else:
+        stage = ws.manifest(domain.stage)
+        c = stage["counts"]
+        # SFT reports validation loss before and after; DPO its preference loss on the first and last step.
+        before, after, what = ("val_loss_before", "val_loss_after", "val loss")
+        if domain.stage == "dpo":
+            before, after, what = ("first_loss", "final_loss", "DPO loss")
+        trained = f"{domain.stage} {stage['started_at']}, {c.get('steps')} steps"
+        trained += f", {what} {_fmt(c.get(before))} → {_fmt(c.get(after))}"
+        table.add_row("domain", domain.kind, str(domain.tuned), trained)
+    if cfg.eval.production is not None:
+        production = production_weights(ws, cfg.train.base_model, cfg.eval.production)
+        table.add_row("production", production.kind, str(production.tuned), "eval.production")
     out.print(table)
 
 

@@ -18,15 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from hangjia.core.errors import HangjiaError
 from hangjia.core.prompts import ensure_system, with_context
-from hangjia.llm.models import load_causal_lm, load_tokenizer, resolve_base
+from hangjia.llm.models import load_causal_lm, load_tokenizer
+from hangjia.llm.weights import BASE, DOMAIN, PRODUCTION, adapter_type, checked_model_folder, domain_weights, is_adapter
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from hangjia.core.workspace import Workspace
     from hangjia.corpus.index import BM25Index
-
-BASE, DOMAIN, PRODUCTION = "base", "domain", "production"
 
 
 @dataclass
@@ -46,42 +45,6 @@ class GenerationParams:
     top_p: float = 1.0
 
 
-def domain_weights(workspace: Workspace, base_model: str) -> tuple[Path, Path | None]:
-    """(base model folder, what makes it `domain`): the SFT adapter (or whole model, method full), or the DPO adapter
-    when `hangjia dpo` ran on the current SFT adapter; no second element before training."""
-    train = workspace.manifest("train")
-    if not train:
-        return resolve_base(base_model, workspace.root), None
-    full = workspace.stage_dir("train") / "model"
-    tuned = full if full.is_dir() else workspace.stage_dir("train") / "adapter"
-    dpo = workspace.manifest("dpo")
-    if dpo and dpo.get("inputs", {}).get("train") == train["fingerprint"]:
-        tuned = workspace.stage_dir("dpo") / "adapter"
-    return resolve_base(train["config"]["base_model"], workspace.root), tuned
-
-
-def _is_adapter(path: Path) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
-
-
-def checked_model_folder(path: Path) -> Path:
-    """`path`, when it holds a PEFT adapter (adapter_config.json) or a whole model (config.json)."""
-    path = Path(path)
-    if not (path / "config.json").is_file() and not _is_adapter(path):
-        raise HangjiaError(
-            f"The production model {path} is neither an adapter folder (adapter_config.json) nor a model folder "
-            "(config.json); point eval.production at a copy of the train/adapter (or train/model) in service."
-        )
-    return path
-
-
-def _adapter_kind(path: Path) -> str | None:
-    """The PEFT type an adapter folder holds (LORA, PREFIX_TUNING, ...)."""
-    import json
-
-    return json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
-
-
 class Engine:
     def __init__(
         self,
@@ -96,7 +59,7 @@ class Engine:
         self.tokenizer = load_tokenizer(base_dir)
         self.tokenizer.padding_side = "left"  # batched decoding needs prompts right-aligned
         # A folder with a config.json and no adapter_config.json is a whole model (full fine-tuning).
-        full = adapter_dir is not None and not _is_adapter(adapter_dir)
+        full = adapter_dir is not None and not is_adapter(adapter_dir)
         self.model = load_causal_lm(base_dir, None if full else adapter_dir)
         self.full_model = load_causal_lm(adapter_dir) if full else None
         self.production_dir = production_dir
@@ -113,10 +76,10 @@ class Engine:
     def _load_production(self, path: Path) -> PreTrainedModel | None:
         """The production model as a model of its own, or None when its adapter now sits beside the domain one."""
         path = checked_model_folder(path)
-        if not _is_adapter(path):
+        if not is_adapter(path):
             return load_causal_lm(path)
         domain_kind = getattr(getattr(self.model, "active_peft_config", None), "peft_type", None)
-        if domain_kind is not None and getattr(domain_kind, "value", domain_kind) == _adapter_kind(path):
+        if domain_kind is not None and getattr(domain_kind, "value", domain_kind) == adapter_type(path):
             self.model.load_adapter(str(path), adapter_name=PRODUCTION)
             self.model.eval()
             return None
@@ -131,9 +94,9 @@ class Engine:
         `production` from the given folder, when there is one."""
         from hangjia.corpus.index import BM25Index
 
-        base_dir, adapter = domain_weights(workspace, base_model)
+        domain = domain_weights(workspace, base_model)
         index = BM25Index.load(workspace.stage_dir("index")) if workspace.manifest("index") else None
-        return cls(base_dir, adapter, index, rag_top_k, production)
+        return cls(domain.base_dir, domain.tuned, index, rag_top_k, production)
 
     @property
     def model_names(self) -> list[str]:

@@ -24,7 +24,8 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
     from hangjia.eval.qa import conditions, evaluate, load_questions
     from hangjia.eval.report import write_eval_report
     from hangjia.eval.retrieval import recall_at_k
-    from hangjia.llm.generation import Engine, checked_model_folder
+    from hangjia.llm.generation import Engine
+    from hangjia.llm.weights import checked_model_folder
 
     if cfg.eval.questions is None:
         raise HangjiaError("No questions to evaluate; pass --questions FILE or set eval.questions in hangjia.yaml.")
@@ -79,6 +80,22 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
         write_eval_report(run.dir, results, answers, title="Hangjia evaluation")
         run.counts.update({f"{c['model']}{'+rag' if c['rag'] else ''}": c["accuracy"] for c in results["conditions"]})
     return done("eval", ws)
+
+
+def gate(ws: Workspace, cfg: ProjectConfig):
+    """The gate over the stored results (changing a threshold does not regenerate answers): its verdict, also written
+    to eval/gate.json and into the report."""
+    from hangjia.eval.gate import check_gate
+    from hangjia.eval.report import write_eval_report
+
+    d = ws.stage_dir("eval")
+    ws.require("eval", "`hangjia eval`")
+    results = json.loads((d / "results.json").read_text(encoding="utf-8"))
+    verdict = check_gate(results, cfg.gate.rules(), cfg.gate.candidate, cfg.gate.reference)
+    (d / "gate.json").write_text(json.dumps(verdict.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+    answers = read_jsonl(d / "answers.jsonl")
+    write_eval_report(d, {**results, "gate": verdict.to_dict()}, answers, title="Hangjia evaluation")
+    return verdict
 
 
 def _judge(ws: Workspace, cfg: ProjectConfig, results: dict[str, Any]) -> None:

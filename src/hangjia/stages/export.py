@@ -1,9 +1,7 @@
-"""`hangjia export`: the `domain` model merged into its base and written as GGUF files for llama.cpp.
-"""
+"""`hangjia export`: the `domain` model merged into its base and written as GGUF files for llama.cpp."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from rich.console import Console
@@ -26,28 +24,26 @@ def export(
     """The `domain` model merged into its base (fp32 safetensors) and written as GGUF files for llama.cpp; with
     `verify`, llama.cpp's greedy tokens are compared with transformers' on a few prompts."""
     from hangjia.core.prompts import question_messages
-    from hangjia.llm.generation import domain_weights
     from hangjia.llm.models import load_tokenizer
+    from hangjia.llm.weights import domain_weights
     from hangjia.train.export import export_model
 
     train = ws.require("train", "`hangjia train`")
-    base_dir, tuned = domain_weights(ws, cfg.train.base_model)
-    if (tuned / "adapter_config.json").is_file() and json.loads((tuned / "adapter_config.json").read_text()).get(
-        "peft_type"
-    ) in ("PREFIX_TUNING", "P_TUNING"):
+    domain = domain_weights(ws, cfg.train.base_model)
+    if domain.peft_type in ("PREFIX_TUNING", "P_TUNING"):
         raise HangjiaError(
             "Prefix tuning and P-tuning add virtual tokens at run time, which cannot be merged into the weights or "
             "written to GGUF; export needs train.method lora or full."
         )
+    tuned, full = domain.tuned, domain.is_full_model
     inputs = {"train": train["fingerprint"], "domain": str(tuned.relative_to(ws.root))}
-    if tuned.parent.name == "dpo":
+    if domain.stage == "dpo":
         inputs["dpo"] = ws.manifest("dpo")["fingerprint"]
-    full = (tuned / "config.json").is_file() and not (tuned / "adapter_config.json").is_file()
     # As training and the server shape them (the shared system prompt, then the question), so that a tuned model
     # answers: fed the bare question, the demo's adapter ends at once and only its first token would be compared.
     prompts = []
     if verify:
-        tokenizer = load_tokenizer(tuned if full else base_dir)
+        tokenizer = load_tokenizer(tuned if full else domain.base_dir)
         prompts = [
             tokenizer.apply_chat_template(question_messages(q), tokenize=False, add_generation_prompt=True)
             if tokenizer.chat_template
@@ -59,7 +55,7 @@ def export(
         return skipped("export", ws)
     with ws.stage("export", inputs, config) as run, console.status(f"merging and writing {', '.join(formats)}"):
         summary = export_model(
-            str(tuned if full else base_dir),
+            str(tuned if full else domain.base_dir),
             None if full else tuned,
             run.dir,
             formats=formats,

@@ -1,5 +1,4 @@
-"""The index stage (run by `hangjia ingest`): BM25 over the ingested chunks, for retrieval.
-"""
+"""The index stage (run by `hangjia ingest`): BM25 over the ingested chunks, for retrieval."""
 
 from __future__ import annotations
 

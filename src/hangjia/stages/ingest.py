@@ -1,5 +1,4 @@
-"""`hangjia ingest`: load, clean, redact, dedup and chunk the documents into versioned datasets.
-"""
+"""`hangjia ingest`: load, clean, redact, dedup and chunk the documents into versioned datasets."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""What every stage shares: its result row for the summary table, progress bars, a trainer step reporter.
-"""
+"""What every stage shares: its result row for the summary table, progress bars, a trainer step reporter."""
 
 from __future__ import annotations
 

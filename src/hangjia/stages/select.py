@@ -1,5 +1,4 @@
-"""`hangjia select`: dedup, score, diversify and budget the pairs; add derived and general examples; split.
-"""
+"""`hangjia select`: dedup, score, diversify and budget the pairs; add derived and general examples; split."""
 
 from __future__ import annotations
 
@@ -89,7 +88,8 @@ def _selection_parts(ws: Workspace, cfg: ProjectConfig, pairs: list, status) -> 
         if c.raft:
             if search is None:
                 raise HangjiaError(
-                    "Retrieval-aware examples need the index; run `hangjia index` (or set select.raft: false)."
+                    "Retrieval-aware examples need the index, which `hangjia ingest` builds; run it "
+                    "(or set select.raft: false)."
                 )
             status.update(f"retrieval-aware examples for {len(selected)} pairs")
             grounded = [p for p in selected if p.chunk_id in chunks]

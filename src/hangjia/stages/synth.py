@@ -1,5 +1,4 @@
-"""`hangjia synth`: question/answer pairs from the configured generators, grounded and decontaminated.
-"""
+"""`hangjia synth`: question/answer pairs from the configured generators, grounded and decontaminated."""
 
 from __future__ import annotations
 
