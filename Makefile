@@ -24,6 +24,8 @@ demo: setup  ## build the sample domain end to end and print base vs tuned, RAG 
 
 test: setup  ## the whole suite, the end-to-end run of the embedded model included
 	$(BIN)/ruff check src tests
+	# The layer contracts in pyproject.toml ([tool.importlinter]): imports only point down.
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 test-fast: setup  ## everything except the slow end-to-end tests
@@ -36,6 +38,7 @@ bench: setup  ## side-by-side benchmarks against peer tools (minutes; prints rat
 lint: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/lint-imports --no-cache
 
 format: setup
 	$(BIN)/ruff format src tests
