@@ -1,20 +1,19 @@
 """The evaluation report: report.json (the numbers), report.md (tables) and report.html (tables, charts, answers).
 
-It reads what `eval_stage.evaluate` writes: results.json (conditions, choices, and where present retrieval, gate and
+It reads what `stages.eval` writes: results.json (conditions, choices, and where present retrieval, gate and
 perplexity) and the answer rows of answers.jsonl. Charts are matplotlib Figures drawn with Agg (no pyplot, no
 display), saved as PNG files next to the report and embedded in the HTML as data URIs, so report.html is one file
-that can be mailed or attached to a CI run.
+that can be mailed or attached to a CI run. `core.reports` writes the files.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from hangjia.core import reports
+from hangjia.core.reports import Cell, Chart, Document, Paragraph, Section, Table
 
 BASE = "base"  # engine.BASE, not imported: the engine module pulls in the model stack
 METRICS = (  # (key in a condition summary, column title)
@@ -106,19 +105,9 @@ def build_report(
 # ---- charts -------------------------------------------------------------------------------------------------------
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
-
-
 def _grouped_bars(groups: list[str], series: dict[str, list[float | None]], title: str, ylabel: str) -> bytes:
     """One cluster of bars per group, one bar per series; None draws no bar."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(max(5.0, 1.1 * len(groups) * max(len(series), 1) ** 0.5 + 2), 3.4))
-    FigureCanvasAgg(fig)
+    fig = reports.figure(max(5.0, 1.1 * len(groups) * max(len(series), 1) ** 0.5 + 2), 3.4)
     ax = fig.add_subplot()
     width = 0.8 / max(len(series), 1)
     for s, (name, values) in enumerate(series.items()):
@@ -133,7 +122,7 @@ def _grouped_bars(groups: list[str], series: dict[str, list[float | None]], titl
     ax.set_title(title)
     ax.legend(fontsize=8, ncols=min(len(series), 4), loc="upper left", bbox_to_anchor=(0, -0.15))
     ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    return reports.png(fig, dpi=110, tight=True)
 
 
 def charts(report: dict[str, Any]) -> dict[str, bytes]:
@@ -164,11 +153,12 @@ def charts(report: dict[str, Any]) -> dict[str, bytes]:
     return out
 
 
-# ---- tables, shared by Markdown and HTML --------------------------------------------------------------------------
+# ---- the document --------------------------------------------------------------------------
 
 
-def _tables(report: dict[str, Any]) -> list[tuple[str, str, list[str], list[list[str]]]]:
-    """(section title, note, header, rows) in report order; cells are plain text, escaped by each renderer."""
+def _tables(report: dict[str, Any]) -> list[tuple[str, str, list[str], list[list[Any]]]]:
+    """(section title, note, header, rows) in report order; cells are plain text (a gate check's result, a `Cell`
+    with its verdict), escaped by the renderer."""
     tables = []
     conds = report["conditions"]
     if conds:
@@ -260,7 +250,13 @@ def _tables(report: dict[str, Any]) -> list[tuple[str, str, list[str], list[list
                 f"{gate.get('candidate', 'domain')} against {gate.get('reference', 'base')}.",
                 ["check", "value", "threshold", "result", "detail"],
                 [
-                    [c["name"], _num(c["value"]), _num(c["threshold"]), "pass" if c["passed"] else "FAIL", c["message"]]
+                    [
+                        c["name"],
+                        _num(c["value"]),
+                        _num(c["threshold"]),
+                        Cell("pass" if c["passed"] else "FAIL", c["passed"], mark=False),
+                        c["message"],
+                    ]
                     for c in gate["checks"]
                 ],
             )
@@ -274,101 +270,26 @@ def _sample_header(report: dict[str, Any]) -> list[str]:
     return conds + sorted(seen - set(conds))
 
 
-def _answer_cell(sample: dict[str, Any], cond: str) -> tuple[str, bool | None]:
-    a = sample["answers"].get(cond)
-    return ("", None) if a is None else (a["prediction"], a["correct"])
-
-
-# ---- Markdown -----------------------------------------------------------------------------------------------------
-
-
-def _md_cell(text: str) -> str:
-    return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-    return lines
-
-
-def render_markdown(report: dict[str, Any], chart_files: Sequence[str] = ()) -> str:
-    lines = [f"# {_md_cell(report['title'])}", ""]
+def document(report: dict[str, Any], pngs: dict[str, bytes]) -> Document:
+    """The tables with their notes, the charts (`pngs` by file name) and the sample answers, each condition's
+    marked right or wrong."""
+    doc = Document(report["title"])
     for title, note, header, rows in _tables(report):
-        lines += [f"## {_md_cell(title)}", "", _md_cell(note), "", *_md_table(header, rows), ""]
-    if chart_files:
-        lines += ["## Charts", ""] + [f"![{Path(f).stem}]({f})" for f in chart_files] + [""]
+        doc.sections.append(Section(title, [Paragraph(note, note=True), Table(header, rows)]))
+    if pngs:
+        doc.sections.append(Section("Charts", [Chart(Path(f).stem, png, f, caption=False) for f, png in pngs.items()]))
     if report["samples"]:
         conds = _sample_header(report)
         rows = []
         for s in report["samples"]:
-            cells = []
-            for cond in conds:
-                text, ok = _answer_cell(s, cond)
-                cells.append("" if ok is None else f"{'✓' if ok else '✗'} {text}")
-            rows.append([s["id"], s["type"], s["question"], s["answer"], *cells])
-        lines += ["## Sample answers", "", *_md_table(["id", "type", "question", "reference", *conds], rows), ""]
-    return "\n".join(lines)
-
-
-# ---- HTML ---------------------------------------------------------------------------------------------------------
-
-_CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: .5em 0 1.5em; }
-th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; }
-td.ok { background: #eaf7ea; } td.bad { background: #fbeaea; }
-p.note { color: #555; margin: .2em 0; }
-img { max-width: 100%; margin: .5em 0 1.5em; }
-"""
-
-
-def _html_table(header: list[str], rows: list[list[str]], classes: list[list[str]] | None = None) -> str:
-    e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in header)
-    body = []
-    for r, row in enumerate(rows):
-        cells = []
-        for c, cell in enumerate(row):
-            cls = classes[r][c] if classes else ""
-            cells.append(f'<td class="{cls}">{e(cell)}</td>' if cls else f"<td>{e(cell)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def render_html(report: dict[str, Any], pngs: dict[str, bytes]) -> str:
-    e = html.escape
-    parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{e(report['title'])}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{e(report['title'])}</h1>",
-    ]
-    for title, note, header, rows in _tables(report):
-        classes = None
-        if title.startswith("Gate"):
-            classes = [["", "", "", "ok" if row[3] == "pass" else "bad", ""] for row in rows]
-        parts += [f"<h2>{e(title)}</h2>", f'<p class="note">{e(note)}</p>', _html_table(header, rows, classes)]
-    if pngs:
-        parts.append("<h2>Charts</h2>")
-        for name, data in pngs.items():
-            src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-            parts.append(f'<img alt="{e(Path(name).stem)}" src="{src}">')
-    if report["samples"]:
-        conds = _sample_header(report)
-        rows, classes = [], []
-        for s in report["samples"]:
-            cells = [_answer_cell(s, cond) for cond in conds]
-            rows.append([s["id"], s["type"], s["question"], s["answer"], *(text for text, _ in cells)])
-            classes.append(["", "", "", "", *("" if ok is None else ("ok" if ok else "bad") for _, ok in cells)])
-        parts += [
-            "<h2>Sample answers</h2>",
-            '<p class="note">Green: scored correct; red: scored wrong.</p>',
-            _html_table(["id", "type", "question", "reference", *conds], rows, classes),
-        ]
-    parts.append("</body></html>")
-    return "\n".join(parts)
+            answers = [s["answers"].get(cond) for cond in conds]
+            cells = ["" if a is None else Cell(a["prediction"], a["correct"]) for a in answers]
+            rows.append([str(s[k]) for k in ("id", "type", "question", "answer")] + cells)
+        note = Paragraph("Green: scored correct; red: scored wrong.", note=True, only="html")
+        doc.sections.append(
+            Section("Sample answers", [note, Table(["id", "type", "question", "reference", *conds], rows)])
+        )
+    return doc
 
 
 def write_eval_report(
@@ -381,18 +302,5 @@ def write_eval_report(
 ) -> dict[str, Path]:
     """Write report.json, report.md, report.html and the chart PNGs to `out_dir`; returns their paths by kind
     ("json", "md", "html", and each chart's file name)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     report = build_report(results, answers, title=title, samples=samples)
-    pngs = charts(report)
-    paths: dict[str, Path] = {}
-    for name, data in pngs.items():
-        paths[name] = out_dir / name
-        paths[name].write_bytes(data)
-    paths["json"] = out_dir / "report.json"
-    paths["json"].write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    paths["md"] = out_dir / "report.md"
-    paths["md"].write_text(render_markdown(report, list(pngs)), encoding="utf-8")
-    paths["html"] = out_dir / "report.html"
-    paths["html"].write_text(render_html(report, pngs), encoding="utf-8")
-    return paths
+    return reports.write(Path(out_dir), document(report, charts(report)), report, chart_files=True)

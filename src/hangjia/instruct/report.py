@@ -1,6 +1,6 @@
 """The synth/select report: what was made per generator and kind, what was dropped and why, and samples to read.
 
-`write_report` builds one summary dict and writes three views of it into out_dir:
+`write_report` builds one summary dict and a document presenting it, and `core.reports` writes three views:
 ```
 report.json   every number (the summary dict itself)
 report.md     the same as Markdown tables, for diffs and terminals
@@ -11,22 +11,19 @@ report.html   self-contained: PNG charts as base64 data URIs, the tables, escape
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import json
 import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from rich.console import Console
 from rich.table import Table
 
+from hangjia.core import reports
+from hangjia.core.reports import Chart, Document, Entry, Paragraph, Section, fmt
 from hangjia.instruct.grounding import word_count
 from hangjia.instruct.synth import QAPair
 
@@ -50,11 +47,7 @@ def write_report(
     summary = summarize(title, pairs, drops, counts, samples_per_generator, extra_tables)
     charts = _charts(summary)
     summary["charts"] = list(charts)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
-    (out_dir / "report.md").write_text(_markdown(summary), encoding="utf-8")
-    (out_dir / "report.html").write_text(_html(summary, charts), encoding="utf-8")
+    reports.write(Path(out_dir), _document(summary, charts), summary)
     return summary
 
 
@@ -138,15 +131,11 @@ def _charts(summary: dict[str, Any]) -> dict[str, bytes]:
 
 
 def _figure(height: float = 3.0) -> Figure:
-    fig = Figure(figsize=(7, height), layout="constrained")
-    FigureCanvasAgg(fig)  # render with Agg whatever backend pyplot would pick; nothing global is touched
-    return fig
+    return reports.figure(7, height, layout="constrained")
 
 
 def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
+    return reports.png(fig, dpi=100)
 
 
 def _bars(values: dict[str, int], xlabel: str, *, horizontal: bool) -> bytes:
@@ -176,24 +165,14 @@ def _histogram(hist: dict[str, list], xlabel: str) -> bytes:
     return _png(fig)
 
 
-# Markdown and HTML --------------------------------------------------------------------------------------------
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.4g}"
-    return str(value)
+# The document -------------------------------------------------------------------------------------------------
 
 
 def _headline(summary: dict[str, Any]) -> list[list[Any]]:
     rows = [["examples", summary["examples"]], ["dropped", summary["dropped"]]]
     for name in ("question_words", "answer_words"):
         s = summary[name]
-        rows.append([name.replace("_", " "), f"median {_fmt(s['median'])}, mean {_fmt(s['mean'])}, max {s['max']}"])
+        rows.append([name.replace("_", " "), f"median {fmt(s['median'])}, mean {fmt(s['mean'])}, max {s['max']}"])
     return rows + [[k, v] for k, v in summary["counts"].items()]
 
 
@@ -220,78 +199,24 @@ def _shares(values: dict[str, int], total: int) -> list[list[Any]]:
     return [[name, k, f"{100 * k / total:.1f}%"] for name, k in values.items()]
 
 
-def _markdown(summary: dict[str, Any]) -> str:
-    def cell(value: Any) -> str:
-        # One line, no table breaks, no live HTML: Markdown renders raw tags, so a sample with "<details>" would
-        # swallow the rest of the report.
-        return html.escape(" ".join(_fmt(value).split()), quote=False).replace("|", "\\|")
-
-    lines = [f"# {summary['title']}", "", "Charts and samples in full: report.html.", ""]
-    for title, headers, rows in _tables(summary):
-        if not rows:
-            continue
-        lines += [f"## {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-        lines.append("")
-    lines += ["## Samples", ""]
+def _document(summary: dict[str, Any], charts: dict[str, bytes]) -> Document:
+    """Charts first (HTML only: no PNG files are written), then the tables that have rows, then the samples."""
+    top = Section(None, [Paragraph("Charts and samples in full: report.html.", only="md")])
+    top.blocks += [Chart(title, png) for title, png in charts.items()]
+    doc = Document(summary["title"], [top])
+    doc.sections += [Section(title, [reports.Table(h, rows)]) for title, h, rows in _tables(summary) if rows]
+    doc.sections.append(Section("Samples"))
     for generator, samples in summary["samples"].items():
-        lines += [f"### {generator}", ""]
-        for s in samples:
-            lines += [f"- **Q** ({cell(s['kind'])}, {cell(s['source'])}): {cell(s['question'])}"]
-            lines += [f"  - **A**: {cell(s['answer'])}"]
-        lines.append("")
-    return "\n".join(lines)
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
-table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: left; vertical-align: top; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
-figure { margin: 1rem 0; } img { max-width: 100%; }
-.sample { border-left: 3px solid #4c72b0; padding: 0.2rem 0.8rem; margin: 0.8rem 0; }
-.meta { color: #666; font-size: 0.9em; } pre { white-space: pre-wrap; }
-"""
-
-
-def _html(summary: dict[str, Any], charts: dict[str, bytes]) -> str:
-    esc = html.escape
-    parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{esc(summary['title'])}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{esc(summary['title'])}</h1>",
-    ]
-    for title, png in charts.items():
-        data = base64.b64encode(png).decode("ascii")
-        parts.append(
-            f'<figure><img src="data:image/png;base64,{data}" alt="{esc(title)}">'
-            f"<figcaption>{esc(title)}</figcaption></figure>"
-        )
-    for title, headers, rows in _tables(summary):
-        if not rows:
-            continue
-        head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-        body = "\n".join("<tr>" + "".join(_td(v) for v in row) + "</tr>" for row in rows)  # a row a line: diffable
-        parts.append(f"<h2>{esc(title)}</h2>\n<table>\n<tr>{head}</tr>\n{body}\n</table>")
-    parts.append("<h2>Samples</h2>")
-    for generator, samples in summary["samples"].items():
-        parts.append(f"<h3>{esc(generator)}</h3>")
-        for s in samples:
-            turn = ""
-            if "user_turn" in s:
-                turn = f"<details><summary>user turn</summary><pre>{esc(s['user_turn'])}</pre></details>"
-            parts.append(
-                f'<div class="sample"><p><b>Q</b> {esc(s["question"])}</p><p><b>A</b> {esc(s["answer"])}</p>'
-                f'{turn}<p class="meta">{esc(s["kind"])} · {esc(s["source"])}</p></div>'
+        entries: list[reports.Block] = [
+            Entry(
+                [("Q", s["question"]), ("A", s["answer"])],
+                meta=[s["kind"], s["source"]],
+                details=("user turn", s["user_turn"]) if "user_turn" in s else None,
             )
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
-
-
-def _td(value: Any) -> str:
-    numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    return f'<td class="n">{_fmt(value)}</td>' if numeric else f"<td>{html.escape(_fmt(value))}</td>"
+            for s in samples
+        ]
+        doc.sections.append(Section(generator, entries, level=3))
+    return doc
 
 
 # CLI ----------------------------------------------------------------------------------------------------------
@@ -316,4 +241,4 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
                 dropped.add_row(stage, reason, f"{k:,}")
         console.print(dropped)
     if summary["counts"]:
-        console.print(", ".join(f"{k}={_fmt(v)}" for k, v in summary["counts"].items()))
+        console.print(", ".join(f"{k}={fmt(v)}" for k, v in summary["counts"].items()))
