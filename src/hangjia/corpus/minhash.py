@@ -18,10 +18,11 @@ from functools import cache
 
 import numpy as np
 
-# Han (incl. extension A and B+), Hiragana, Katakana, CJK compatibility ideographs. Korean is left
-# out on purpose: it separates words with spaces, so word shingles suit it.
-CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
-_TOKEN = re.compile(rf"(?=[{CJK_RANGES}])[^\W_]|[^\W_{CJK_RANGES}]+")
+from hangjia.core.words import HAN_KANA_RANGES
+
+# One token per character of Han (incl. extension A and B+), Hiragana, Katakana, CJK compatibility ideographs.
+# Korean is left out on purpose: it separates words with spaces, so word shingles suit it.
+_TOKEN = re.compile(rf"(?=[{HAN_KANA_RANGES}])[^\W_]|[^\W_{HAN_KANA_RANGES}]+")
 
 MERSENNE_61 = np.uint64((1 << 61) - 1)
 EMPTY = np.uint64(np.iinfo(np.uint64).max)  # signature value of a text without tokens
@@ -66,7 +67,7 @@ def _char_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             slow[c] = True
     alnum = np.fromiter((chr(c).isalnum() for c in range(size)), bool, size)
     cls = np.where(alnum, _WORD, _SEPARATOR).astype(np.uint8)
-    for lo, hi in re.findall(r"(.)-(.)", CJK_RANGES):
+    for lo, hi in re.findall(r"(.)-(.)", HAN_KANA_RANGES):
         block = np.arange(ord(lo), ord(hi) + 1)
         cls[block[alnum[block]]] = _CJK
     return to, cls[to], slow

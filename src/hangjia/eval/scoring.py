@@ -12,6 +12,8 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
+from hangjia.core.words import CJK_RANGES, join_thousands, normalize
+
 ABSTAIN_MARKERS = (
     "unanswerable",
     "not stated",
@@ -26,14 +28,6 @@ ABSTAIN_MARKERS = (
     "i don t know",
     "do not know",
 )
-
-
-def normalize(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)  # 1,500 -> 1500
-    text = re.sub(r"[^a-z0-9.+/:]+", " ", text)
-    text = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", text)  # keep only decimal points
-    return " ".join(text.split())
 
 
 def abstains(prediction: str) -> bool:
@@ -56,17 +50,14 @@ def is_correct(prediction: str, answer: str, aliases: list[str], qtype: str) -> 
 
 # Ideographs, kana and Hangul are scored one character per token: Chinese and Japanese write no spaces, so a
 # whole answer would otherwise be one token and F1 would be all or nothing. CJK punctuation is not included.
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f"
 # A CJK character, a decimal number ("38.50" stays whole, as in `normalize`), or a run of other letters/digits.
-_TOKEN = re.compile(rf"[{_CJK}]|\d+(?:\.\d+)+|(?:(?![{_CJK}])[^\W_])+")
+_TOKEN = re.compile(rf"[{CJK_RANGES}]|\d+(?:\.\d+)+|(?:(?![{CJK_RANGES}])[^\W_])+")
 _ARTICLES = frozenset({"a", "an", "the"})
 
 
 def tokens(text: str) -> list[str]:
     """Lower-case word tokens after NFKC; each CJK character is a token; punctuation is dropped."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)  # 1,500 -> 1500
-    return _TOKEN.findall(text)
+    return _TOKEN.findall(join_thousands(unicodedata.normalize("NFKC", text).lower()))
 
 
 def _f1(pred: list[str], ref: list[str]) -> float:

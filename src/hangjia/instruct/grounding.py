@@ -4,80 +4,9 @@ from __future__ import annotations
 
 import re
 
+from hangjia.core.words import GROUNDING_STOPWORDS
+
 MAX_ANSWER_WORDS = 40
-STOPWORDS = frozenset(
-    {
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "been",
-        "but",
-        "by",
-        "can",
-        "could",
-        "did",
-        "do",
-        "does",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "may",
-        "might",
-        "must",
-        "no",
-        "not",
-        "of",
-        "on",
-        "or",
-        "our",
-        "shall",
-        "should",
-        "so",
-        "such",
-        "than",
-        "that",
-        "the",
-        "their",
-        "them",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "those",
-        "to",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-        "yes",
-    }
-)
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _TOKEN = re.compile(r"[^\W_]+")
@@ -96,7 +25,7 @@ def is_grounded(answer: str, passage: str) -> bool:
     if not answer.strip() or not numbers(answer) <= numbers(passage):
         return False
     seen = set(tokens(passage))
-    content = [w for w in tokens(answer) if len(w) > 2 and w not in STOPWORDS and not w.isdigit()]
+    content = [w for w in tokens(answer) if len(w) > 2 and w not in GROUNDING_STOPWORDS and not w.isdigit()]
     if not content:  # "H4", "D", "12 h": numbers are checked above, the rest must appear as tokens
         return all(t in seen for t in tokens(answer))
     return sum(w in seen for w in content) >= 0.7 * len(content)

@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from hangjia.instruct.grounding import STOPWORDS
+from hangjia.core.words import GROUNDING_STOPWORDS
 from hangjia.instruct.synth import QAPair
 from hangjia.llm.teacher import Teacher
 
@@ -80,7 +80,7 @@ def terse(question: str, rng: random.Random) -> str:
     words: list[str] = []
     for term in _TERM.findall(question):
         word = term if any(ch.isdigit() for ch in term) or term[1:] != term[1:].lower() else term.lower()
-        if term.lower() not in STOPWORDS and word not in words:
+        if term.lower() not in GROUNDING_STOPWORDS and word not in words:
             words.append(word)
     return " ".join(words) if len(words) >= 2 else ""
 

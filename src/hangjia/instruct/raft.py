@@ -16,8 +16,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 from hangjia.core.prompts import SYSTEM_PROMPT, with_context
+from hangjia.core.words import normalize
 from hangjia.corpus.chunk import Chunk
-from hangjia.eval.scoring import normalize
 from hangjia.instruct.grounding import is_grounded
 from hangjia.instruct.synth import QAPair
 

@@ -1,0 +1,180 @@
+"""What text matching shares across layers: the CJK character ranges, answer normalisation, and stop words.
+
+Stop words: one base list of English function and question words, and per user a named extension, so no word
+is listed twice. BM25 (corpus/index.py) drops `BM25_STOPWORDS` from chunks and queries; grounding and
+paraphrase (instruct/) skip `GROUNDING_STOPWORDS` when they look for an answer's or a question's content words.
+Changing either set changes what is retrieved or kept, and so the evaluation's numbers.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# Character-class ranges (for inside [...]) of the scripts that write no spaces between words, so each character
+# counts as a word: Hiragana and Katakana, Han extension A, Han, CJK compatibility ideographs, Han extension B
+# and later. Hangul is apart: Korean separates words with spaces, so only some tokenisers split it per syllable.
+HAN_KANA_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+HANGUL_RANGES = "\uac00-\ud7af"
+CJK_RANGES = HAN_KANA_RANGES + HANGUL_RANGES
+
+_THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+
+def join_thousands(text: str) -> str:
+    """Drop thousands separators: "1,500" -> "1500" (a comma before exactly three digits)."""
+    return _THOUSANDS_COMMA.sub("", text)
+
+
+def normalize(text: str) -> str:
+    """An answer reduced for comparison: NFKC, lower case, no thousands commas, only a-z 0-9 . + / : kept (the
+    point only as a decimal point), single spaces. The sample domain's scoring rules (examples/kestrel/README.md)."""
+    text = join_thousands(unicodedata.normalize("NFKC", text).lower())
+    text = re.sub(r"[^a-z0-9.+/:]+", " ", text)
+    text = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", text)  # keep only decimal points
+    return " ".join(text.split())
+
+
+# English function words and question words that every passage contains.
+STOPWORDS = frozenset(
+    {
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "should",
+        "so",
+        "such",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+    }
+)
+
+# Retrieval: pronouns, prepositions and quantifiers too, and "tell"/"please": "Can you tell me the price of
+# KP-2210, please?" should score on "price" and the code, not on words every chunk or request contains.
+BM25_STOPWORDS = STOPWORDS | frozenset(
+    {
+        "about",
+        "above",
+        "after",
+        "again",
+        "against",
+        "all",
+        "am",
+        "any",
+        "because",
+        "before",
+        "being",
+        "below",
+        "between",
+        "both",
+        "doing",
+        "down",
+        "during",
+        "each",
+        "few",
+        "further",
+        "having",
+        "he",
+        "her",
+        "here",
+        "hers",
+        "herself",
+        "him",
+        "himself",
+        "his",
+        "itself",
+        "just",
+        "me",
+        "more",
+        "most",
+        "my",
+        "myself",
+        "nor",
+        "now",
+        "off",
+        "once",
+        "only",
+        "other",
+        "ours",
+        "ourselves",
+        "out",
+        "over",
+        "own",
+        "please",
+        "same",
+        "she",
+        "some",
+        "tell",
+        "theirs",
+        "themselves",
+        "through",
+        "too",
+        "under",
+        "until",
+        "up",
+        "very",
+        "while",
+        "yours",
+        "yourself",
+        "yourselves",
+    }
+)
+
+# Grounding and keyword paraphrases: modal verbs and "yes" carry no content of an answer or a question.
+GROUNDING_STOPWORDS = STOPWORDS | frozenset({"may", "might", "must", "shall", "yes"})
