@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import bm25s
 import numpy as np
 
 from hangjia.core.errors import HangjiaError
+from hangjia.core.jsonl import iter_jsonl, write_jsonl
 from hangjia.core.words import BM25_STOPWORDS
 from hangjia.corpus.chunk import Chunk
 
@@ -58,9 +58,7 @@ class BM25Index:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self._retriever.save(str(directory), show_progress=False)
-        with open(directory / CHUNKS_FILE, "w", encoding="utf-8") as f:
-            for chunk in self.chunks:
-                f.write(json.dumps(chunk.to_dict(), ensure_ascii=False) + "\n")
+        write_jsonl(directory / CHUNKS_FILE, (chunk.to_dict() for chunk in self.chunks))
 
     @classmethod
     def load(cls, directory: Path) -> BM25Index:
@@ -69,8 +67,7 @@ class BM25Index:
             raise HangjiaError(
                 f"No search index in {directory}; build it with `hangjia ingest` or check the workspace path."
             )
-        with open(directory / CHUNKS_FILE, encoding="utf-8") as f:
-            chunks = [Chunk.from_dict(json.loads(line)) for line in f if line.strip()]
+        chunks = [Chunk.from_dict(row) for row in iter_jsonl(directory / CHUNKS_FILE)]
         retriever = bm25s.BM25.load(str(directory), show_progress=False)
         return cls(chunks, retriever)
 

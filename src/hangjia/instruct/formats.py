@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hangjia.core.errors import HangjiaError
+from hangjia.core.jsonl import write_jsonl
 from hangjia.core.prompts import SYSTEM_PROMPT
 from hangjia.instruct.synth import QAPair
 
@@ -88,8 +89,7 @@ def export_pairs(
     if file_format == "parquet":
         pq.write_table(pa.Table.from_pylist(records, schema=_schema(fmt, system)), path, compression="zstd")
     else:
-        with path.open("w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        write_jsonl(path, records)
     register(out_dir, name, dataset_entry(path.name, fmt, system=bool(system)))
     return path
 
