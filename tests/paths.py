@@ -8,3 +8,5 @@ REPO = Path(__file__).resolve().parents[1]
 KESTREL = REPO / "examples" / "kestrel"
 KESTREL_DOCS = KESTREL / "docs"
 SHARED = REPO.parent / "shared"
+# The loaders' binary and non-UTF-8 documents, made by tests/corpus/fixtures/make_fixtures.py.
+CORPUS_FIXTURES = REPO / "tests" / "corpus" / "fixtures"

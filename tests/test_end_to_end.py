@@ -18,9 +18,10 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from tests.paths import KESTREL
+
 pytestmark = pytest.mark.slow
 
-KESTREL = Path(__file__).resolve().parents[1] / "examples" / "kestrel"
 SLICE = ["dishwasher_error_codes.md", "spare_parts_prices.csv", "warranty_policy.md"]
 HANGJIA = [sys.executable, "-m", "hangjia"]
 

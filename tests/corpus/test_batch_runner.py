@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from pathlib import Path
 
 import pytest
 import ray
@@ -26,8 +25,8 @@ from hangjia.corpus.chunk import chunk_documents
 from hangjia.corpus.clean import clean_documents, repeated_lines
 from hangjia.corpus.documents import Document, load_documents
 from hangjia.corpus.text import assemble
+from tests.paths import KESTREL_DOCS
 
-KESTREL_DOCS = Path(__file__).parents[2] / "examples/kestrel/docs"
 FOOTER = "Kestrel DW4500 service manual - internal"
 # The sample has no running footers and nothing the filters drop; these add one of each, so every path of the
 # cleaning loop (repeated line, boilerplate, PII, filtered document) is compared.

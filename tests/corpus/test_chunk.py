@@ -9,8 +9,7 @@ import pytest
 
 from hangjia.corpus.chunk import Chunk, chunk_documents, count_units
 from hangjia.corpus.documents import LOADERS, Document, load_documents
-
-KESTREL_DOCS = Path(__file__).parents[2] / "examples/kestrel/docs"
+from tests.paths import KESTREL_DOCS
 
 
 def make_doc(source: str, text: str) -> Document:

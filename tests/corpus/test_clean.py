@@ -4,7 +4,6 @@ language detection, quality filters, and the sample domain's documents."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
@@ -20,8 +19,7 @@ from hangjia.corpus.clean import (
 )
 from hangjia.corpus.documents import Document, load_documents
 from hangjia.corpus.text import assemble
-
-KESTREL_DOCS = Path(__file__).parents[2] / "examples/kestrel/docs"
+from tests.paths import KESTREL_DOCS
 
 EN = (
     "Clean the filter every two weeks. Remove the lower basket, turn the micro filter anticlockwise and lift it out. "

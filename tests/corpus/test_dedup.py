@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +18,8 @@ from hangjia.corpus.minhash import (
     token_hashes,
     tokens,
 )
+from tests.paths import KESTREL_DOCS
 
-KESTREL_DOCS = Path(__file__).parents[2] / "examples/kestrel/docs"
 WORDS = [f"w{i}" for i in range(3000)]
 HANZI = [chr(c) for c in range(0x4E00, 0x4E00 + 2000)]
 

@@ -9,8 +9,7 @@ import pytest
 
 from hangjia.core.errors import HangjiaError
 from hangjia.corpus.documents import Document, iter_files, load_documents
-
-KESTREL_DOCS = Path(__file__).parents[2] / "examples/kestrel/docs"
+from tests.paths import KESTREL_DOCS
 
 TXT = """PUMP USER GUIDE
 Edition 2024

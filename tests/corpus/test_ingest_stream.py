@@ -21,16 +21,14 @@ from hangjia.corpus.datasets import DatasetStore, file_hash, table_hash
 from hangjia.corpus.dedup import dedup_documents
 from hangjia.corpus.documents import load_documents
 from hangjia.corpus.ingest import ingest_documents
-
-KESTREL_DOCS = Path(__file__).parents[2] / "examples/kestrel/docs"
-FIXTURES = Path(__file__).parent / "fixtures"
+from tests.paths import CORPUS_FIXTURES, KESTREL_DOCS
 
 
 @pytest.mark.parametrize("engine", ["local", "ray"])
 def test_streaming_ingest_gives_what_the_in_memory_stages_give(tmp_path, engine):
     docs_dir = tmp_path / "docs"
     shutil.copytree(KESTREL_DOCS, docs_dir)
-    shutil.copytree(FIXTURES, docs_dir, dirs_exist_ok=True)
+    shutil.copytree(CORPUS_FIXTURES, docs_dir, dirs_exist_ok=True)
     docs, skipped = load_documents(docs_dir)
     cleaned, filtered, report = clean_documents(docs)
     dates = {d.source: (docs_dir / d.source).stat().st_mtime for d in cleaned if (docs_dir / d.source).is_file()}

@@ -24,12 +24,11 @@ from hangjia.corpus.loaders.pdf import load_pdf
 from hangjia.corpus.loaders.txt import load_txt
 from hangjia.corpus.loaders.xlsx import load_xlsx
 from hangjia.corpus.text import decode
-
-FIXTURES = Path(__file__).parent / "fixtures"
+from tests.paths import CORPUS_FIXTURES
 
 
 def fixture(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
+    return (CORPUS_FIXTURES / name).read_bytes()
 
 
 def sections(text: str, secs) -> dict[str, str]:
@@ -226,7 +225,7 @@ def by_path(items) -> dict:
 
 
 def test_a_folder_loads_its_good_files_and_skips_bad_ones_with_reasons(tmp_path):
-    for path in FIXTURES.iterdir():
+    for path in CORPUS_FIXTURES.iterdir():
         if path.is_file():
             shutil.copy(path, tmp_path)
     (tmp_path / "photo.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
@@ -255,7 +254,7 @@ def test_a_folder_loads_its_good_files_and_skips_bad_ones_with_reasons(tmp_path)
 
 
 def test_zip_members_are_documents_named_inside_the_archive(tmp_path):
-    shutil.copy(FIXTURES / "bundle.zip", tmp_path / "kettle.zip")
+    shutil.copy(CORPUS_FIXTURES / "bundle.zip", tmp_path / "kettle.zip")
     seen: list[str] = []
     docs, skipped = load_documents(tmp_path, on_file=seen.append)
     docs = by_path(docs)

@@ -1,7 +1,6 @@
 """LLM-as-judge against a scripted OpenAI-compatible endpoint, and eval's held-out perplexity, on a tiny model."""
 
 import json
-from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -16,8 +15,7 @@ from hangjia.stages.select import select
 from hangjia.stages.synth import synth
 from hangjia.stages.train import train
 from tests.fake_teacher import fake_endpoint
-
-KESTREL = Path(__file__).resolve().parents[2] / "examples" / "kestrel"
+from tests.paths import KESTREL
 
 
 def _grade(messages):

@@ -1,5 +1,4 @@
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +16,7 @@ from hangjia.eval.mcq import (
     score_choices,
     shots_for,
 )
-
-KESTREL = Path(__file__).parents[2] / "examples/kestrel"
+from tests.paths import KESTREL, SHARED
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +141,8 @@ def test_evaluate_mcq_needs_enough_dev_items(tiny):
         evaluate_mcq(model, tokenizer, items[:1], shots=5, dev_items=items[1:3])
 
 
-MMLU = Path("/work/shared/benchmarks/mmlu")
+BENCHMARKS = SHARED / "benchmarks"
+MMLU = BENCHMARKS / "mmlu"
 
 
 @pytest.mark.skipif(not MMLU.is_dir(), reason="shared MMLU copy not present")
@@ -210,15 +209,12 @@ def test_the_dev_file_beside_each_layout_and_ids_that_never_collide(tmp_path, te
         dev_file_for(tmp_path / test)
 
 
-SHARED = MMLU.parent
-
-
-@pytest.mark.skipif(not (SHARED / "cmmlu").is_dir(), reason="shared CMMLU / C-Eval copies not present")
+@pytest.mark.skipif(not (BENCHMARKS / "cmmlu").is_dir(), reason="shared CMMLU / C-Eval copies not present")
 def test_load_the_shared_cmmlu_and_ceval_copies():
-    dev = load_mcq_csv(SHARED / "cmmlu/dev/agronomy.csv")
+    dev = load_mcq_csv(BENCHMARKS / "cmmlu/dev/agronomy.csv")
     assert len(dev) == 5 and dev[0].question == "肉牛屠宰后，胴体的哪个部位肉质较好" and dev[0].answer == 2
-    assert len(load_mcq_csv(SHARED / "cmmlu/test/anatomy.csv")) == 148
+    assert len(load_mcq_csv(BENCHMARKS / "cmmlu/test/anatomy.csv")) == 148
     # C-Eval: 52 subjects, 5 dev rows each and 1,346 val rows in all (the sizes its SOURCE.md states).
-    paths = sorted((SHARED / "ceval/val").glob("*_val.csv"))
+    paths = sorted((BENCHMARKS / "ceval/val").glob("*_val.csv"))
     assert len(paths) == 52 and sum(len(load_mcq_csv(path)) for path in paths) == 1346
     assert {len(load_mcq_csv(dev_file_for(path))) for path in paths} == {5}

@@ -3,7 +3,6 @@ and projects only target positions; all three must leave every score as a one-re
 computes it."""
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,15 +17,14 @@ from hangjia.eval.mcq import (
     prefix_groups,
     prompt,
 )
+from tests.paths import KESTREL, KESTREL_DOCS
 from tests.tiny_models import build_tiny_model
-
-KESTREL = Path(__file__).parents[2] / "examples/kestrel"
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny random Llama whose tokenizer, like SmolLM2's, has " A".." D" as single tokens."""
-    docs = [p.read_text(encoding="utf-8") for p in sorted((KESTREL / "docs").iterdir())]
+    docs = [p.read_text(encoding="utf-8") for p in sorted(KESTREL_DOCS.iterdir())]
     path = build_tiny_model(
         tmp_path_factory.mktemp("tiny-mcq"), docs + ["Answer: A\nAnswer: B\nAnswer: C\nAnswer: D\n"] * 100
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from hangjia.corpus.chunk import Chunk, chunk_documents
@@ -11,8 +9,7 @@ from hangjia.corpus.documents import load_documents
 from hangjia.corpus.index import BM25Index
 from hangjia.eval.qa import Question, load_questions
 from hangjia.eval.retrieval import recall_at_k, source_matches
-
-KESTREL = Path(__file__).parents[2] / "examples/kestrel"
+from tests.paths import KESTREL
 
 
 def chunk(i: int, text: str, source: str) -> Chunk:

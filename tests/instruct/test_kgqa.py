@@ -11,9 +11,7 @@ from hangjia.corpus.chunk import chunk_documents
 from hangjia.corpus.documents import LOADERS, Document
 from hangjia.instruct.kgqa import Triple, kg_pairs, load_triples, triples_from_records
 from hangjia.instruct.synth import is_grounded
-
-KESTREL_DOCS = Path(__file__).parents[2] / "examples/kestrel/docs"
-FIXTURES = Path(__file__).parents[1] / "corpus" / "fixtures"
+from tests.paths import CORPUS_FIXTURES, KESTREL_DOCS
 
 PARTS_CSV = """part_number,description,compatible_models,price_eur,availability
 KP-2210,Drain pump assembly,DW-4500; DW-6200,38.50,in stock
@@ -110,7 +108,7 @@ def test_csv_rows_become_triples_with_the_chunk_holding_the_row():
 def test_json_records_use_their_label_and_xlsx_rows_their_key_column():
     records = [{"name": "Aldermoor Central", "id": "KSC-01", "city": "Aldermoor", "hours": {"sat": "09:00-13:00"}}]
     doc = make_doc("centres.json", json.dumps(records).encode())
-    sheet = make_doc("parts.xlsx", (FIXTURES / "parts.xlsx").read_bytes())
+    sheet = make_doc("parts.xlsx", (CORPUS_FIXTURES / "parts.xlsx").read_bytes())
     triples = triples_from_records([doc, sheet, make_doc("notes.md", b"# Notes\n\nprice: 3 EUR\n")], [])
     facts = {(t.subject, t.relation, t.object) for t in triples}
 

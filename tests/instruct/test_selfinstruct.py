@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 from hangjia.corpus.chunk import Chunk
 from hangjia.instruct.selfinstruct import (
@@ -18,8 +17,9 @@ from hangjia.instruct.selfinstruct import (
 from hangjia.instruct.synth import QAPair
 from hangjia.llm.teacher import EndpointTeacher
 from tests.fake_teacher import fake_endpoint
+from tests.paths import KESTREL
 
-SEEDS = [json.loads(line) for line in (Path(__file__).parents[2] / "examples/kestrel/seed_tasks.jsonl").open()]
+SEEDS = [json.loads(line) for line in (KESTREL / "seed_tasks.jsonl").open()]
 NOVEL = "What is the part number and price of the DW-6200 drain pump?"
 NOVEL_2 = "How often should the coarse filter of a Kestrel dishwasher be cleaned?"
 ROUND_1 = (

@@ -11,8 +11,7 @@ import pytest
 from hangjia.corpus.chunk import chunk_documents
 from hangjia.corpus.documents import LOADERS, Document, load_documents
 from hangjia.instruct.synth import GENERATORS, QAPair, extract_pairs, is_grounded
-
-KESTREL_DOCS = Path(__file__).parents[2] / "examples/kestrel/docs"
+from tests.paths import KESTREL_DOCS
 
 
 def make_doc(source: str, text: str) -> Document:

@@ -18,8 +18,7 @@ from hangjia.stages.select import select
 from hangjia.stages.synth import synth
 from hangjia.stages.train import train
 from hangjia.stages.tune import tune
-
-KESTREL = Path(__file__).resolve().parents[2] / "examples" / "kestrel"
+from tests.paths import KESTREL
 
 
 @pytest.fixture
