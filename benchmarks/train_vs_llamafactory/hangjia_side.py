@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from hangjia.train.sft import LoraSFTArgs, train_lora_sft
+from hangjia.core.config import TrainConfig
+from hangjia.train.sft import train_lora_sft
 
 
 def main(spec_path: Path) -> None:
@@ -20,7 +21,7 @@ def main(spec_path: Path) -> None:
     pairs = [tuple(p) for p in spec["train_pairs"]]
     started = time.perf_counter()
     # No validation pairs: LLaMA-Factory runs no evaluation either (with them, train_runtime would include one).
-    metrics = train_lora_sft(Path(spec["base_dir"]), pairs, [], out_dir, LoraSFTArgs(**spec["args"]))
+    metrics = train_lora_sft(Path(spec["base_dir"]), pairs, [], out_dir, TrainConfig.model_validate(spec["args"]))
     metrics["process_train_call_s"] = time.perf_counter() - started
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
 

@@ -24,7 +24,6 @@ Outputs (logs, LLaMA-Factory's YAML, per-step losses, results.json/.md) go to --
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -45,7 +44,7 @@ EXPORT_NAME = "hangjia_train"  # the dataset `hangjia select` registers in selec
 # LLaMA-Factory's template for SmolLM2 (data/template.py): ChatML turns, "{{content}}<|im_end|>\n" as the answer,
 # the tokenizer's own chat_template.jinja exactly; its default_system applies only to rows without a system column.
 LF_TEMPLATE = "smollm2"
-# Hangjia's runs: name in the report, LoraSFTArgs overrides. `shared` is what `hangjia train` does by default.
+# Hangjia's runs: name in the report, overrides of the train section. `shared` is what `hangjia train` does by default.
 HANGJIA_RUNS = {
     "unpacked": ("hangjia", {"packing": False, "share_prefix": False}),
     "packed": ("hangjia (packing)", {"packing": True, "share_prefix": False}),
@@ -68,7 +67,8 @@ def main() -> None:
     from hangjia.core.config import load_config
     from hangjia.core.workspace import Workspace
     from hangjia.llm.models import resolve_base
-    from hangjia.stages.train import selected_pairs, sft_args  # what `hangjia train` uses, so the data and args are its
+    from hangjia.stages.train import selected_pairs  # what `hangjia train` uses, so the data and settings are its
+    from hangjia.train.sft import sft_settings
 
     cfg = load_config(opts.config)
     base_dir = resolve_base(cfg.train.base_model)
@@ -78,8 +78,8 @@ def main() -> None:
     export_dir = ws / "select" / "export"
     check_export(export_dir, pairs)
     overrides = {"epochs": opts.epochs, "batch_size": opts.batch_size, "max_steps": opts.max_steps}
-    args = dataclasses.replace(sft_args(cfg), **{k: v for k, v in overrides.items() if v is not None})
-    if args.bf16 or cfg.train.nproc != 1 or cfg.train.accelerate_config or getattr(args, "method", "lora") != "lora":
+    args = sft_settings(cfg.train).model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    if args.bf16 or args.nproc != 1 or args.accelerate_config or args.method != "lora":
         sys.exit("This benchmark compares fp32 LoRA in one process; set train.bf16 false and train.nproc 1.")
     ours = our_tokenization(base_dir, pairs, args, out / "tokenize")
 
@@ -91,7 +91,7 @@ def main() -> None:
         )
     for variant in opts.hangjia:
         name, over = HANGJIA_RUNS[variant]
-        runs[name] = run_hangjia(base_dir, pairs, dataclasses.replace(args, **over), out, name, env)
+        runs[name] = run_hangjia(base_dir, pairs, args.model_copy(update=over), out, name, env)
 
     tokens = {"hangjia": ours["lengths"]}
     identity = None
@@ -323,7 +323,12 @@ def run_llamafactory(base_dir, export_dir, n, args, resolved, out, opts, env) ->
 def run_hangjia(base_dir, pairs, args, out, name, env) -> dict[str, Any]:
     run_dir = out / name.replace(" ", "_").replace("(", "").replace(")", "")
     run_dir.mkdir()
-    spec = {"base_dir": str(base_dir), "train_pairs": pairs, "out_dir": str(run_dir), "args": dataclasses.asdict(args)}
+    spec = {
+        "base_dir": str(base_dir),
+        "train_pairs": pairs,
+        "out_dir": str(run_dir),
+        "args": args.model_dump(mode="json"),
+    }
     (run_dir / "spec.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
     cmd = [str(HANGJIA_PY), str(HERE / "hangjia_side.py"), str(run_dir / "spec.json")]
     print(f"{name}: {' '.join(cmd)}", flush=True)

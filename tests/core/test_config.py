@@ -1,9 +1,11 @@
+import re
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
-from hangjia.core.config import ProjectConfig, config_template, load_config
+from hangjia.core.config import LLAMA_LINEAR, ProjectConfig, config_template, load_config
 from hangjia.core.errors import HangjiaError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,3 +68,53 @@ def test_template_documents_every_field_and_round_trips(tmp_path):
     path.write_text(text)
     assert load_config(path).model_dump() == ProjectConfig().model_dump()
     assert set(yaml.safe_load(text)) == set(ProjectConfig.model_fields)
+
+
+SECTIONS = {name: f.annotation for name, f in ProjectConfig.model_fields.items() if isinstance(f.annotation, type)}
+
+
+@pytest.mark.parametrize("section", sorted(n for n, t in SECTIONS.items() if issubclass(t, BaseModel)))
+def test_every_setting_has_one_docstring_and_the_template_prints_it(section):
+    text = config_template()
+    for name, field in SECTIONS[section].model_fields.items():
+        assert field.description, f"{section}.{name} has no docstring"
+        assert f"  # {' '.join(field.description.split())}\n  {name}:" in text, f"{section}.{name}"
+
+
+def test_training_sections_hold_every_setting_their_trainers_read():
+    cfg = ProjectConfig()
+    # Continued pretraining's LoRA, DPO's warmup and the reward model's centring are settings like the others.
+    assert (cfg.pretrain.lora_dropout, cfg.pretrain.target_modules) == (0.05, list(LLAMA_LINEAR))
+    assert (cfg.preference.warmup_ratio, cfg.preference.center_rewards) == (0.1, 0.01)
+    # The train section is what stage fingerprints hash: it has exactly the settings it had.
+    assert list(cfg.train.model_dump()) == [
+        "base_model",
+        "method",
+        "num_virtual_tokens",
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "target_modules",
+        "learning_rate",
+        "epochs",
+        "max_steps",
+        "batch_size",
+        "warmup_ratio",
+        "max_length",
+        "seed",
+        "packing",
+        "share_prefix",
+        "save_steps",
+        "eval_steps",
+        "early_stopping_patience",
+        "gradient_checkpointing",
+        "bf16",
+        "nproc",
+        "accelerate_config",
+    ]
+
+
+def test_the_config_imports_nothing_above_core():
+    source = (REPO / "src" / "hangjia" / "core" / "config.py").read_text(encoding="utf-8")
+    imported = re.findall(r"^\s*(?:from|import) (hangjia\.\w+)", source, flags=re.MULTILINE)
+    assert imported and set(imported) == {"hangjia.core"}

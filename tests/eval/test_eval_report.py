@@ -9,7 +9,8 @@ import re
 
 from PIL import Image
 
-from hangjia.eval.gate import GateRules, check_gate
+from hangjia.core.config import GateConfig
+from hangjia.eval.gate import check_gate
 from hangjia.eval.qa import summarize
 from hangjia.eval.report import build_report, write_eval_report
 
@@ -69,7 +70,7 @@ def make_results(answers):
         },
         "perplexity": {"base": 12.34, "domain": 9.87},
     }
-    results["gate"] = check_gate(results, GateRules(min_domain_gain=5, max_retention_drop=1)).to_dict()
+    results["gate"] = check_gate(results, GateConfig(min_domain_gain=5, max_retention_drop=1)).to_dict()
     return results
 
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from hangjia.core.config import GateConfig
 from hangjia.core.errors import HangjiaError
-from hangjia.eval.gate import GateRules, check_gate
+from hangjia.eval.gate import active_rules, check_gate
 
 
 def condition(model, rag, accuracy, refusal):
@@ -30,7 +31,7 @@ RESULTS = {
         {"set": "general: astronomy", "model": "domain", "acc": 0.40, "acc_norm": 0.4, "n": 50},
     ],
 }
-PASSING = GateRules(
+PASSING = GateConfig(
     min_domain_gain=5,
     min_domain_gain_rag=10,  # the gain with RAG is exactly 10 points: (0.70 - 0.60) * 100 is 9.999999999999998
     min_refusal_accuracy=50,
@@ -63,7 +64,7 @@ def test_all_rules_met_passes_with_exit_code_0():
 
 
 def test_a_candidate_worse_than_the_rules_fails_with_exit_code_1():
-    rules = GateRules(min_domain_gain=10, max_retention_drop=1, min_accuracy=60)
+    rules = GateConfig(min_domain_gain=10, max_retention_drop=1, min_accuracy=60)
     verdict = check_gate(RESULTS, rules)
     checks = by_name(verdict)
     assert not verdict.passed and verdict.exit_code == 1
@@ -74,10 +75,10 @@ def test_a_candidate_worse_than_the_rules_fails_with_exit_code_1():
 
 
 def test_reversed_roles_turn_gains_into_losses():
-    verdict = check_gate(RESULTS, GateRules(min_domain_gain=0), candidate="base", reference="domain")
+    verdict = check_gate(RESULTS, GateConfig(min_domain_gain=0, candidate="base", reference="domain"))
     assert not verdict.passed and verdict.checks[0].value == pytest.approx(-8.0)
     # A negative threshold allows a bounded loss.
-    assert check_gate(RESULTS, GateRules(min_domain_gain=-10), candidate="base", reference="domain").passed
+    assert check_gate(RESULTS, GateConfig(min_domain_gain=-10, candidate="base", reference="domain")).passed
 
 
 def test_an_unmeasured_metric_fails_the_gate():
@@ -89,7 +90,7 @@ def test_an_unmeasured_metric_fails_the_gate():
     }
     verdict = check_gate(
         no_rag_no_choices,
-        GateRules(min_domain_gain=5, min_domain_gain_rag=0, min_refusal_accuracy=50, max_retention_drop=5),
+        GateConfig(min_domain_gain=5, min_domain_gain_rag=0, min_refusal_accuracy=50, max_retention_drop=5),
     )
     checks = by_name(verdict)
     assert checks["domain gain (RAG off)"].passed
@@ -101,11 +102,25 @@ def test_an_unmeasured_metric_fails_the_gate():
 
 def test_usage_errors_raise():
     with pytest.raises(HangjiaError, match="No gate rules"):
-        check_gate(RESULTS, GateRules())
+        check_gate(RESULTS, GateConfig())
     with pytest.raises(HangjiaError, match="'tuned' is not in the evaluation results"):
-        check_gate(RESULTS, PASSING, candidate="tuned")
+        check_gate(RESULTS, PASSING.model_copy(update={"candidate": "tuned"}))
     with pytest.raises(HangjiaError, match="both"):
-        check_gate(RESULTS, PASSING, candidate="base")
+        check_gate(RESULTS, PASSING.model_copy(update={"candidate": "base"}))
+
+
+def test_the_rules_are_the_gate_settings_that_are_set():
+    assert active_rules(GateConfig()) == {}
+    assert active_rules(PASSING) == {
+        "min_domain_gain": 5,
+        "min_domain_gain_rag": 10,
+        "min_refusal_accuracy": 50,
+        "min_mcq_gain": 10,
+        "max_retention_drop": 3,
+    }
+    # Every setting but the two model names is a rule.
+    names = set(GateConfig.model_fields) - {"candidate", "reference"}
+    assert set(active_rules(GateConfig(**dict.fromkeys(names, 0)))) == names
 
 
 def test_verdict_serialises_to_json():

@@ -4,7 +4,8 @@ import pytest
 import torch
 from trl import SFTTrainer
 
-from hangjia.train.sft import AnswerLossSFTTrainer, LoraSFTArgs, build_trainer
+from hangjia.core.config import TrainConfig
+from hangjia.train.sft import AnswerLossSFTTrainer, build_trainer
 
 PAIRS = [(f"What does fault code E{i} mean on model KD-{i * 7}?", f"Fault {i}: drain pump blocked.") for i in range(8)]
 
@@ -22,8 +23,9 @@ def _args(**over):
         warmup_ratio=0.0,
         max_length=256,
         seed=0,
+        packing=False,
     )
-    return LoraSFTArgs(**{**base, **over})
+    return TrainConfig(**{**base, **over})
 
 
 def _loss_and_grads(trainer, compute, batch, **kwargs):

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,10 @@ from accelerate.commands.config.config_args import ClusterConfig
 from accelerate.commands.launch import launch_command_parser
 from safetensors.torch import load_file
 
+from hangjia.core.config import TrainConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.train import distributed
 from hangjia.train.distributed import check_accelerate_config, launch_command, main, per_device_batch, run_distributed
-from hangjia.train.sft import LoraSFTArgs
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "distributed"
 
@@ -26,7 +25,7 @@ PAIRS = [
 ]
 VAL = PAIRS[28:]
 TOLERANCE = 1e-4
-ARGS = LoraSFTArgs(
+ARGS = TrainConfig(
     lora_r=4,
     lora_alpha=8,
     lora_dropout=0.0,  # dropout masks of one batch of 4 and of two batches of 2 differ; off, both compute alike
@@ -38,6 +37,7 @@ ARGS = LoraSFTArgs(
     warmup_ratio=0.0,
     max_length=128,
     seed=0,
+    packing=False,
 )
 
 
@@ -135,18 +135,34 @@ def test_a_failed_job_says_what_went_wrong(tiny_model_dir, tmp_path, monkeypatch
     assert not list(tmp_path.glob(".distributed-*"))  # neither the stale one nor this job's
 
 
+def test_the_job_carries_the_train_section_and_resume_to_the_workers(tiny_model_dir, tmp_path, monkeypatch):
+    # A stand-in launcher: keeps the job file beside the job folder and reports metrics, as rank 0 would.
+    script = (
+        "import shutil, sys, pathlib; job = pathlib.Path(sys.argv[1]); "
+        "shutil.copy(job, job.parent.parent / 'seen.json'); (job.parent / 'metrics.json').write_text('{\"steps\": 0}')"
+    )
+    monkeypatch.setattr(distributed, "launch_command", lambda job, n, cfg: [sys.executable, "-c", script, str(job)])
+    bf16 = ARGS.model_copy(update={"bf16": True})
+    metrics = run_distributed(2, tiny_model_dir, PAIRS, [], tmp_path, bf16, resume=True)
+    assert metrics == {"steps": 0, "nproc": 2}
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert TrainConfig.model_validate(seen["args"]) == bf16 and seen["resume"] is True
+
+
 def test_a_worker_leaves_a_note_for_the_launcher(tiny_model_dir, tmp_path):
     spec = {"base_dir": str(tiny_model_dir), "out_dir": str(tmp_path / "out"), "train_pairs": PAIRS, "val_pairs": []}
     # A user mistake (early stopping needs eval_steps and a validation split): its one sentence.
     job = tmp_path / "mistake" / "job.json"
     job.parent.mkdir()
-    job.write_text(json.dumps({**spec, "args": asdict(replace(ARGS, early_stopping_patience=2))}))
+    job.write_text(
+        json.dumps({**spec, "args": ARGS.model_copy(update={"early_stopping_patience": 2}).model_dump(mode="json")})
+    )
     assert main([str(job)]) == 1
     assert (job.parent / "error-rank0.txt").read_text().startswith("Early stopping watches the validation loss")
     # Anything else: the end of its traceback, and the exception goes on to the launcher.
     job = tmp_path / "crash" / "job.json"
     job.parent.mkdir()
-    job.write_text(json.dumps({**spec, "base_dir": str(tmp_path / "missing"), "args": asdict(ARGS)}))
+    job.write_text(json.dumps({**spec, "base_dir": str(tmp_path / "missing"), "args": ARGS.model_dump(mode="json")}))
     with pytest.raises(OSError):
         main([str(job)])
     note = (job.parent / "crash-rank0.txt").read_text()

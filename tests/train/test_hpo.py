@@ -6,15 +6,15 @@ import optuna
 import pytest
 import yaml
 
+from hangjia.core.config import TrainConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.train import hpo
 from hangjia.train.hpo import STUDY_NAME, SearchSpace, current_params, tune
-from hangjia.train.sft import LoraSFTArgs
 
 PAIRS = [(f"What does fault code E{i} mean?", f"Fault {i}: drain pump blocked.") for i in range(32)]
 TRAIN, VAL = PAIRS[:24], PAIRS[24:]  # 24 pairs / batch 4 = 6 steps an epoch; evaluated at steps 2, 4, 6
 
-BASE = LoraSFTArgs(
+BASE = TrainConfig(
     lora_r=4,
     lora_alpha=8,
     lora_dropout=0.0,
@@ -26,6 +26,7 @@ BASE = LoraSFTArgs(
     warmup_ratio=0.0,
     max_length=128,
     seed=0,
+    packing=False,
     eval_steps=2,
 )
 SPACE = SearchSpace(learning_rate=(1e-7, 1e-1), lora_r=[2, 4], lora_alpha_ratio=[1.0, 2.0], epochs=[1.0])
@@ -97,7 +98,7 @@ def test_best_yaml_holds_the_lowest_trial_merged_into_the_base_args(tuned):
         "target_modules": ["q_proj", "v_proj"],
         "eval_steps": 2,
     }
-    assert "resume" not in train
+    assert not {"resume", "nproc", "accelerate_config"} & set(train)  # how to run, not what to train
     assert result.best_params == {k: train[k] for k in ("learning_rate", "lora_r", "lora_alpha", "epochs")}
     # The trial's own adapter reaches the value in the table.
     assert (out_dir / "trials" / best["trial"] / "adapter").is_dir()
@@ -133,7 +134,7 @@ def test_a_study_over_other_settings_is_not_extended(tuned, tiny_model_dir, tmp_
 
 
 def test_epochs_cannot_be_tuned_under_a_step_cap(tiny_model_dir, tmp_path):
-    capped = LoraSFTArgs(**{**BASE.__dict__, "max_steps": 4})
+    capped = TrainConfig(**{**BASE.model_dump(), "max_steps": 4})
     with pytest.raises(HangjiaError, match="max_steps"):
         tune(tiny_model_dir, TRAIN, VAL, tmp_path, capped, space=SearchSpace(epochs=[1, 2]), n_trials=1)
 
@@ -146,7 +147,7 @@ def test_search_space_rejects_an_empty_or_inverted_range():
 
 
 def test_without_eval_steps_the_shortest_trial_is_evaluated_at_least_four_times(tiny_model_dir, tmp_path):
-    args = LoraSFTArgs(**{**BASE.__dict__, "eval_steps": 0, "early_stopping_patience": 2})
+    args = TrainConfig(**{**BASE.model_dump(), "eval_steps": 0, "early_stopping_patience": 2})
     one = SearchSpace(learning_rate=(5e-2, 5e-2), lora_r=[4], lora_alpha_ratio=[2.0], epochs=[1.0])
     result = tune(tiny_model_dir, TRAIN, VAL, tmp_path, args, space=one, n_trials=1)
     assert json.loads((tmp_path / "config.json").read_text())["base_args"]["eval_steps"] == 1  # 6 steps // 4
@@ -159,5 +160,5 @@ def test_without_eval_steps_the_shortest_trial_is_evaluated_at_least_four_times(
 
 def test_current_params_keeps_only_the_values_inside_the_space():
     assert current_params(BASE, SPACE) == {"learning_rate": 1e-3, "lora_r": 4, "lora_alpha_ratio": 2.0, "epochs": 1.0}
-    outside = LoraSFTArgs(**{**BASE.__dict__, "learning_rate": 1.0, "lora_r": 8, "lora_alpha": 12, "epochs": 3})
+    outside = TrainConfig(**{**BASE.model_dump(), "learning_rate": 1.0, "lora_r": 8, "lora_alpha": 12, "epochs": 3})
     assert current_params(outside, SPACE) == {}

@@ -2,6 +2,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from hangjia.core.config import TrainConfig
 from hangjia.train.packing import (
     PackingCollator,
     block_causal_mask,
@@ -9,7 +10,7 @@ from hangjia.train.packing import (
     padding_stats,
     shared_prefix_length,
 )
-from hangjia.train.sft import LoraSFTArgs, build_trainer
+from hangjia.train.sft import build_trainer
 
 FIRST = list(range(5, 25))
 SECOND = list(range(30, 41))
@@ -32,8 +33,9 @@ def _args(**over):
         warmup_ratio=0.0,
         max_length=512,
         seed=0,
+        packing=False,
     )
-    return LoraSFTArgs(**{**base, **over})
+    return TrainConfig(**{**base, **over})
 
 
 def test_pack_rows_uses_few_even_rows_within_max_length():

@@ -6,12 +6,11 @@ from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dic
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from hangjia.core.config import PreferenceConfig, TrainConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.core.prompts import question_messages
 from hangjia.llm.models import load_tokenizer
 from hangjia.train.preference import (
-    DPOArgs,
-    RewardArgs,
     build_dpo_trainer,
     build_reward_trainer,
     score,
@@ -35,14 +34,13 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _dpo_args(**over):
-    base = dict(learning_rate=2e-2, epochs=4, batch_size=4, warmup_ratio=0.0, lora_r=4, lora_alpha=8)
-    return DPOArgs(**{"target_modules": ["q_proj", "v_proj"], **base, **over})
+# The shape of a fresh adapter comes from the train section.
+LORA = TrainConfig(lora_r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
 
 
-def _rm_args(**over):
-    base = dict(learning_rate=2e-2, epochs=4, batch_size=4, warmup_ratio=0.0, lora_r=4, lora_alpha=8)
-    return RewardArgs(**{"target_modules": ["q_proj", "v_proj"], **base, **over})
+def _args(**over):
+    base = dict(learning_rate=2e-2, epochs=4, batch_size=4, warmup_ratio=0.0)
+    return PreferenceConfig(**{**base, **over})
 
 
 @torch.no_grad()
@@ -79,7 +77,7 @@ def _random_sft_adapter(base_dir, out):
 
 
 def test_dpo_step_changes_only_the_adapter(tiny_model_dir, tmp_path):
-    trainer = build_dpo_trainer(tiny_model_dir, PAIRS, tmp_path, _dpo_args(max_steps=1))
+    trainer = build_dpo_trainer(tiny_model_dir, PAIRS, tmp_path, _args(max_steps=1), LORA)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())}
@@ -93,7 +91,7 @@ def test_train_dpo_raises_the_chosen_over_rejected_margin(tiny_model_dir, tmp_pa
     before = _margins(base, tok)
 
     steps = []
-    metrics = train_dpo(tiny_model_dir, PAIRS, tmp_path, _dpo_args(), on_step=lambda s, n, logs: steps.append(s))
+    metrics = train_dpo(tiny_model_dir, PAIRS, tmp_path, _args(), LORA, on_step=lambda s, n, logs: steps.append(s))
 
     tuned = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
     after = _margins(tuned, tok)
@@ -112,9 +110,9 @@ def test_train_dpo_raises_the_chosen_over_rejected_margin(tiny_model_dir, tmp_pa
 def test_dpo_from_an_sft_adapter_trains_that_adapter_against_itself(tiny_model_dir, tmp_path):
     sft = _random_sft_adapter(tiny_model_dir, tmp_path / "sft")
     sft_weights = load_file(sft / "adapter_model.safetensors")
-    trainer = build_dpo_trainer(tiny_model_dir, PAIRS, tmp_path, _dpo_args(max_steps=2), adapter=sft)
+    trainer = build_dpo_trainer(tiny_model_dir, PAIRS, tmp_path, _args(max_steps=2), LORA, adapter=sft)
     model = trainer.model
-    # The SFT weights are loaded into the trainable adapter, not a fresh one of args.target_modules.
+    # The SFT weights are loaded into the trainable adapter, not a fresh one of LORA.target_modules.
     assert model.peft_config["default"].target_modules == {"v_proj"}
     assert all(p.requires_grad for n, p in model.named_parameters() if ".default." in n)
     live = get_peft_model_state_dict(model, adapter_name="default")
@@ -127,7 +125,7 @@ def test_dpo_from_an_sft_adapter_trains_that_adapter_against_itself(tiny_model_d
     sft_logp = _answer_logprob(PeftModel.from_pretrained(base, sft).eval(), tok, *PAIRS[0][:2])
     assert abs(sft_logp - base_logp) > 0.2  # so a base-model reference would show in the rewards below
 
-    metrics = train_dpo(tiny_model_dir, PAIRS, tmp_path / "dpo", _dpo_args(max_steps=2), adapter=sft)
+    metrics = train_dpo(tiny_model_dir, PAIRS, tmp_path / "dpo", _args(max_steps=2), LORA, adapter=sft)
     # The reference is the SFT model: before any update the implicit rewards β·log(π/π_ref) are zero.
     log = [json.loads(line) for line in (tmp_path / "dpo" / "trainer_log.jsonl").read_text().splitlines()]
     assert abs(log[0]["rewards/chosen"]) < 1e-6 and abs(log[0]["rewards/rejected"]) < 1e-6, log[0]
@@ -140,7 +138,7 @@ def test_dpo_from_an_sft_adapter_trains_that_adapter_against_itself(tiny_model_d
 
 
 def test_reward_step_changes_only_the_adapter_and_the_score_head(tiny_model_dir, tmp_path):
-    trainer = build_reward_trainer(tiny_model_dir, PAIRS, tmp_path, _rm_args(max_steps=1))
+    trainer = build_reward_trainer(tiny_model_dir, PAIRS, tmp_path, _args(max_steps=1), LORA)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())}
@@ -150,7 +148,7 @@ def test_reward_step_changes_only_the_adapter_and_the_score_head(tiny_model_dir,
 
 def test_reward_model_learns_to_rank_chosen_above_rejected(tiny_model_dir, tmp_path):
     questions = [q for q, _, _ in PAIRS]
-    untrained = build_reward_trainer(tiny_model_dir, PAIRS, tmp_path, _rm_args())  # same seed, same initial head
+    untrained = build_reward_trainer(tiny_model_dir, PAIRS, tmp_path, _args(), LORA)  # same seed, same initial head
     untrained.model.save_pretrained(tmp_path / "untrained")
     untrained.processing_class.save_pretrained(tmp_path / "untrained")
 
@@ -160,7 +158,7 @@ def test_reward_model_learns_to_rank_chosen_above_rejected(tiny_model_dir, tmp_p
         return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(PAIRS)
 
     before = accuracy(tmp_path / "untrained")
-    metrics = train_reward_model(tiny_model_dir, PAIRS[:6], tmp_path / "rm", _rm_args(), val_pairs=PAIRS[6:])
+    metrics = train_reward_model(tiny_model_dir, PAIRS[:6], tmp_path / "rm", _args(), LORA, val_pairs=PAIRS[6:])
     after = accuracy(tmp_path / "rm" / "reward_model")
     assert after >= 0.875 and after > before, (before, after)
     assert metrics["val_accuracy_after"] > metrics["val_accuracy_before"]
@@ -173,4 +171,4 @@ def test_reward_model_learns_to_rank_chosen_above_rejected(tiny_model_dir, tmp_p
 
 def test_dpo_explains_a_missing_sft_adapter(tiny_model_dir, tmp_path):
     with pytest.raises(HangjiaError, match="not a PEFT adapter folder"):
-        build_dpo_trainer(tiny_model_dir, PAIRS, tmp_path, _dpo_args(), adapter=tmp_path / "nowhere")
+        build_dpo_trainer(tiny_model_dir, PAIRS, tmp_path, _args(), LORA, adapter=tmp_path / "nowhere")

@@ -5,10 +5,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from hangjia.core.config import PretrainConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.llm.models import load_tokenizer
 from hangjia.train.pretrain import (
-    CPTArgs,
     group_texts,
     mix_replay,
     split_holdout,
@@ -53,7 +53,7 @@ def lm_dir(tiny_model_dir, tmp_path_factory):
 
 def _args(**over):
     base = dict(block_size=32, learning_rate=2e-2, epochs=2, batch_size=8, warmup_ratio=0.1, lora_r=8, lora_alpha=16)
-    return CPTArgs(**{"target_modules": ["q_proj", "v_proj", "o_proj", "down_proj"], **base, **over})
+    return PretrainConfig(**{"target_modules": ["q_proj", "v_proj", "o_proj", "down_proj"], **base, **over})
 
 
 def test_group_texts_makes_equal_blocks_with_eos_at_document_ends(tiny_model_dir):
@@ -94,7 +94,7 @@ def test_split_holdout_keeps_documents_whole():
 def test_lora_cpt_lowers_held_out_perplexity_and_mixes_replay(lm_dir, tmp_path):
     steps = []
     metrics = train_cpt(
-        lm_dir, DOMAIN, tmp_path, _args(), REPLAY, replay_ratio=0.25, on_step=lambda s, n, logs: steps.append(s)
+        lm_dir, DOMAIN, tmp_path, _args(replay_ratio=0.25), REPLAY, on_step=lambda s, n, logs: steps.append(s)
     )
     assert metrics["val_perplexity_after"] < 0.5 * metrics["val_perplexity_before"], metrics
     assert metrics["replay_blocks"] == round(metrics["domain_blocks"] / 3) > 0  # 25% of the mix

@@ -4,9 +4,10 @@ import pytest
 import torch
 from transformers.utils import is_torch_bf16_available_on_device
 
+from hangjia.core.config import TrainConfig
 from hangjia.llm.generation import Engine, GenerationParams
 from hangjia.train import sft
-from hangjia.train.sft import LoraSFTArgs, build_trainer, train_lora_sft
+from hangjia.train.sft import build_trainer, train_lora_sft
 
 PAIRS = [(f"What does fault code E{i} mean?", f"Fault {i}: drain pump blocked.") for i in range(12)]
 
@@ -24,8 +25,9 @@ def _args(**over):
         warmup_ratio=0.0,
         max_length=512,
         seed=0,
+        packing=False,
     )
-    return LoraSFTArgs(**{**base, **over})
+    return TrainConfig(**{**base, **over})
 
 
 def test_loss_is_only_on_the_answer_tokens(tiny_model_dir, tmp_path):

@@ -4,9 +4,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from hangjia.core.config import TrainConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.llm.generation import Engine
-from hangjia.train.sft import LoraSFTArgs, build_trainer, train_lora_sft
+from hangjia.train.sft import build_trainer, sft_settings, train_lora_sft
 
 PAIRS = [(f"What does fault code E{i} mean?", f"Fault {i}: drain pump blocked.") for i in range(12)]
 
@@ -24,9 +25,10 @@ def _args(**over):
         warmup_ratio=0.0,
         max_length=256,
         seed=0,
+        packing=False,
         num_virtual_tokens=8,
     )
-    return LoraSFTArgs(**{**base, **over})
+    return TrainConfig(**{**base, **over})
 
 
 @pytest.fixture(autouse=True)
@@ -63,6 +65,14 @@ def test_prompt_learning_trains_only_its_virtual_tokens_and_serves(tiny_model_di
 def test_packing_is_refused_with_virtual_tokens(tiny_model_dir, tmp_path):
     with pytest.raises(HangjiaError, match="packing needs train.method lora or full"):
         build_trainer(tiny_model_dir, PAIRS, [], tmp_path, _args(method="prefix", packing=True))
+
+
+@pytest.mark.parametrize("method", ["prefix", "ptuning"])
+def test_the_train_section_trains_virtual_tokens_unpacked(method):
+    section = TrainConfig(method=method)  # train.packing is on by default
+    assert section.packing and not sft_settings(section).packing
+    assert section.packing  # the section itself, which the stage fingerprints, is left as it is
+    assert sft_settings(TrainConfig(method="lora")).packing and sft_settings(TrainConfig(method="full")).packing
 
 
 def test_full_fine_tuning_saves_a_whole_model_that_the_engine_serves_beside_the_base(tiny_model_dir, tmp_path):

@@ -4,15 +4,15 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from hangjia.core.config import TrainConfig
 from hangjia.core.errors import HangjiaError
-from hangjia.train.sft import LoraSFTArgs, _StepLog, latest_checkpoint, train_lora_sft
+from hangjia.train.sft import _StepLog, latest_checkpoint, train_lora_sft
 
 PAIRS = [(f"What does fault code E{i} mean?", f"Fault {i}: drain pump blocked.") for i in range(12)]
 OTHER = [(f"How long is the warranty on model W{i}?", f"Model W{i} carries {i + 2} years.") for i in range(4)]
@@ -21,9 +21,10 @@ OTHER = [(f"How long is the warranty on model W{i}?", f"Model W{i} carries {i + 
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from hangjia.train.sft import LoraSFTArgs, train_lora_sft
+from hangjia.core.config import TrainConfig
+from hangjia.train.sft import train_lora_sft
 spec = json.loads(Path(sys.argv[1]).read_text())
-args = LoraSFTArgs(**spec["args"])
+args = TrainConfig.model_validate(spec["args"])
 train_lora_sft(Path(spec["base"]), spec["train"], [], Path(spec["out"]), args, on_step=lambda *_: time.sleep(0.3))
 """
 
@@ -41,8 +42,9 @@ def _args(**over):
         warmup_ratio=0.0,
         max_length=512,
         seed=0,
+        packing=False,
     )
-    return LoraSFTArgs(**{**base, **over})
+    return TrainConfig(**{**base, **over})
 
 
 def _log(path):
@@ -58,7 +60,7 @@ def test_a_killed_run_resumes_to_the_same_result(tiny_model_dir, tmp_path):
     whole = train_lora_sft(tiny_model_dir, PAIRS, [], tmp_path / "whole", args)
 
     out = tmp_path / "killed"
-    spec = {"base": str(tiny_model_dir), "out": str(out), "train": PAIRS, "args": asdict(args)}
+    spec = {"base": str(tiny_model_dir), "out": str(out), "train": PAIRS, "args": args.model_dump(mode="json")}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path / "spec.json")])
     try:
@@ -78,7 +80,7 @@ def test_a_killed_run_resumes_to_the_same_result(tiny_model_dir, tmp_path):
         child.wait()
     assert child.returncode == -signal.SIGKILL
 
-    resumed = train_lora_sft(tiny_model_dir, PAIRS, [], out, LoraSFTArgs(**{**asdict(args), "resume": True}))
+    resumed = train_lora_sft(tiny_model_dir, PAIRS, [], out, args, resume=True)
     assert resumed["resumed_from_step"] == 4
     assert resumed["steps"] == whole["steps"] == 8
     assert resumed["final_train_loss"] == pytest.approx(whole["final_train_loss"], abs=1e-4)

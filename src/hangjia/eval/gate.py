@@ -1,9 +1,10 @@
 """Release gate: does the tuned model beat the base model by enough, without forgetting too much?
 
-`check_gate` reads the results that `eval_stage.evaluate` writes (eval/results.json) and compares a candidate model
-with a reference model under `GateRules`. Every threshold is in percentage points (0-100) and optional; a rule left
-at None is not checked. A rule whose metric the results lack (no RAG-on conditions, no general-knowledge sets, no
-unanswerable questions) fails: a gate that silently skips a check would pass a model nobody measured.
+`check_gate` reads the results that `stages.eval.evaluate` writes (eval/results.json) and compares a candidate model
+with a reference model under the rules of the `gate:` section (`GateConfig`). Every threshold is in percentage points
+(0-100) and optional; a rule left at None is not checked. A rule whose metric the results lack (no RAG-on
+conditions, no general-knowledge sets, no unanswerable questions) fails: a gate that silently skips a check would
+pass a model nobody measured.
 
 Exit codes for `hangjia eval --gate` (and any CI step built on this module):
     0  every check passed;
@@ -14,36 +15,21 @@ Exit codes for `hangjia eval --gate` (and any CI step built on this module):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
+from hangjia.core.config import GateConfig
 from hangjia.core.errors import HangjiaError
 
-GENERAL_PREFIX = "general"  # eval_stage._multiple_choice names general-knowledge sets "general: <subject>"
+GENERAL_PREFIX = "general"  # stages.eval._multiple_choice names general-knowledge sets "general: <subject>"
 DOMAIN_MCQ = "domain mcq"
 _EPS = 1e-6  # accuracies are stored rounded to 4 decimals; a gain of exactly the threshold must pass
+MODELS = {"candidate", "reference"}  # the GateConfig fields that name the two models; every other one is a rule
 
 
-@dataclass(frozen=True)
-class GateRules:
-    """Thresholds in percentage points; None leaves a rule out."""
-
-    min_domain_gain: float | None = None
-    """Points of domain QA accuracy the candidate must gain over the reference with RAG off (negative: may lose)."""
-    min_domain_gain_rag: float | None = None
-    """The same with RAG on, both models reading the same retrieved passages."""
-    min_accuracy: float | None = None
-    """Lowest domain QA accuracy (%) of the candidate, in every RAG setting evaluated."""
-    min_refusal_accuracy: float | None = None
-    """Lowest share (%) of unanswerable questions where the candidate abstains, in every RAG setting evaluated."""
-    min_mcq_gain: float | None = None
-    """Points of domain multiple-choice accuracy (acc) the candidate must gain over the reference."""
-    max_retention_drop: float | None = None
-    """Points of general-knowledge multiple-choice accuracy (acc, all general sets pooled by items) the candidate
-    may lose against the reference."""
-
-    def active(self) -> dict[str, float]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+def active_rules(gate: GateConfig) -> dict[str, float]:
+    """The rules of `gate` that are set (not None), by field name."""
+    return {k: v for k, v in gate.model_dump(exclude=MODELS).items() if v is not None}
 
 
 class GateCheck(NamedTuple):
@@ -97,11 +83,11 @@ def _at_least(
     return GateCheck(name, value, threshold, ok, f"{what}: {value:{fmt}} (needs ≥ {threshold:{fmt}})")
 
 
-def check_gate(
-    results: dict[str, Any], rules: GateRules, candidate: str = "domain", reference: str = "base"
-) -> GateVerdict:
-    """Each active rule as a check on `results` (eval/results.json); passed when every check passed."""
-    active = rules.active()
+def check_gate(results: dict[str, Any], gate: GateConfig) -> GateVerdict:
+    """Each rule set in `gate` as a check of `gate.candidate` against `gate.reference` on `results`
+    (eval/results.json); passed when every check passed."""
+    candidate, reference = gate.candidate, gate.reference
+    active = active_rules(gate)
     if not active:
         raise HangjiaError("No gate rules are set; add thresholds under `gate:` in hangjia.yaml, or drop --gate.")
     if candidate == reference:

@@ -91,7 +91,7 @@ def gate(ws: Workspace, cfg: ProjectConfig):
     d = ws.stage_dir("eval")
     ws.require("eval", "`hangjia eval`")
     results = json.loads((d / "results.json").read_text(encoding="utf-8"))
-    verdict = check_gate(results, cfg.gate.rules(), cfg.gate.candidate, cfg.gate.reference)
+    verdict = check_gate(results, cfg.gate)
     (d / "gate.json").write_text(json.dumps(verdict.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
     answers = read_jsonl(d / "answers.jsonl")
     write_eval_report(d, {**results, "gate": verdict.to_dict()}, answers, title="Hangjia evaluation")

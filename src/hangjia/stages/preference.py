@@ -93,25 +93,10 @@ def _preferences(ws: Workspace, cfg: ProjectConfig, run_dir: Path, status) -> tu
     return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held], origin
 
 
-def _preference_args(cfg: ProjectConfig) -> dict[str, Any]:
-    p, t = cfg.preference, cfg.train
-    return {
-        "learning_rate": p.learning_rate,
-        "epochs": p.epochs,
-        "max_steps": p.max_steps,
-        "batch_size": p.batch_size,
-        "max_length": p.max_length,
-        "lora_r": t.lora_r,
-        "lora_alpha": t.lora_alpha,
-        "target_modules": list(t.target_modules),
-        "seed": p.seed,
-    }
-
-
 def dpo(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
     """DPO of the SFT adapter on preference pairs; the result becomes the `domain` model."""
     from hangjia.llm.models import resolve_base
-    from hangjia.train.preference import DPOArgs, train_dpo
+    from hangjia.train.preference import train_dpo
 
     inputs = _preference_inputs(ws, cfg)
     if (ws.stage_dir("train") / "model").is_dir():
@@ -126,16 +111,16 @@ def dpo(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False
     with ws.stage("dpo", inputs, config) as run:
         with console.status("preference pairs") as status:
             train_pairs, val_pairs, origin = _preferences(ws, cfg, run.dir, status)
-        args = DPOArgs(beta=cfg.preference.beta, **_preference_args(cfg))
         with progress_bar(console) as progress:
             task = progress.add_task("dpo", total=None, status="")
             metrics = train_dpo(
                 base_dir,
                 train_pairs,
                 run.dir,
-                args,
+                cfg.preference,
+                cfg.train,  # a fresh adapter's LoRA shape; DPO continues the SFT adapter, which brings its own
                 adapter=ws.stage_dir("train") / "adapter",
-                on_step=step_reporter(progress, task, args.batch_size),
+                on_step=step_reporter(progress, task, cfg.preference.batch_size),
                 val_pairs=val_pairs,
             )
         (run.dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -146,7 +131,7 @@ def dpo(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False
 def reward(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
     """A pairwise reward model on preference pairs (LoRA + score head); held-out pair accuracy before/after."""
     from hangjia.llm.models import resolve_base
-    from hangjia.train.preference import RewardArgs, train_reward_model
+    from hangjia.train.preference import train_reward_model
 
     inputs = _preference_inputs(ws, cfg)
     config = {**cfg.preference.model_dump(mode="json"), "max_new_tokens": cfg.eval.max_new_tokens}
@@ -156,15 +141,15 @@ def reward(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
     with ws.stage("reward", inputs, config) as run:
         with console.status("preference pairs") as status:
             train_pairs, val_pairs, origin = _preferences(ws, cfg, run.dir, status)
-        args = RewardArgs(**_preference_args(cfg))
         with progress_bar(console) as progress:
             task = progress.add_task("reward", total=None, status="")
             metrics = train_reward_model(
                 base_dir,
                 train_pairs,
                 run.dir,
-                args,
-                on_step=step_reporter(progress, task, args.batch_size),
+                cfg.preference,
+                cfg.train,  # the LoRA shape: train's lora_r, lora_alpha, target_modules
+                on_step=step_reporter(progress, task, cfg.preference.batch_size),
                 val_pairs=val_pairs,
             )
         (run.dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

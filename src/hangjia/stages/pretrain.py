@@ -1,5 +1,4 @@
-"""`hangjia pretrain`: continued pretraining on the ingested documents, with general-text replay.
-"""
+"""`hangjia pretrain`: continued pretraining on the ingested documents, with general-text replay."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ from typing import Any
 
 from rich.console import Console
 
-from hangjia.core.config import LLAMA_LINEAR, ProjectConfig
+from hangjia.core.config import ProjectConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.core.jsonl import read_jsonl
 from hangjia.core.workspace import Workspace, sha256_file
@@ -45,7 +44,7 @@ def _replay_texts(ws: Workspace, cfg: ProjectConfig, base_dir: Path, status) -> 
 def pretrain(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
     """Continued pretraining on the ingested documents; writes pretrain/model (the LoRA merged in, or full)."""
     from hangjia.llm.models import load_causal_lm, load_tokenizer, resolve_base
-    from hangjia.train.pretrain import CPTArgs, train_cpt
+    from hangjia.train.pretrain import train_cpt
 
     upstream = ws.require("ingest", "`hangjia ingest`")
     inputs = {"ingest": upstream["fingerprint"]}
@@ -54,15 +53,6 @@ def pretrain(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
     if not force and ws.is_current("pretrain", inputs, config):
         return skipped("pretrain", ws)
     p = cfg.pretrain
-    fields = ("full", "block_size", "learning_rate", "epochs", "max_steps", "batch_size", "warmup_ratio")
-    args = CPTArgs(
-        **{k: getattr(p, k) for k in fields},
-        val_fraction=p.val_fraction,
-        lora_r=p.lora_r,
-        lora_alpha=p.lora_alpha,
-        target_modules=list(LLAMA_LINEAR),
-        seed=p.seed,
-    )
     texts = [d["text"] for d in ingested(ws, "documents")]
     with ws.stage("pretrain", inputs, config) as run:
         with console.status("preparing the base model") as status:
@@ -70,9 +60,7 @@ def pretrain(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
             replay = _replay_texts(ws, cfg, base_dir, status)
         with progress_bar(console) as progress:
             task = progress.add_task("pretrain", total=None, status="")
-            metrics = train_cpt(
-                base_dir, texts, run.dir, args, replay, p.replay_ratio, step_reporter(progress, task, p.batch_size)
-            )
+            metrics = train_cpt(base_dir, texts, run.dir, p, replay, step_reporter(progress, task, p.batch_size))
         if not p.full:
             with console.status("merging the adapter into the base model"):
                 merged = load_causal_lm(base_dir, run.dir / "adapter").merge_and_unload()

@@ -1,5 +1,4 @@
-"""`hangjia train`: supervised fine-tuning of the base model on the selected pairs.
-"""
+"""`hangjia train`: supervised fine-tuning of the base model on the selected pairs."""
 
 from __future__ import annotations
 
@@ -27,6 +26,7 @@ def train(
 
     from hangjia.llm.models import resolve_base
     from hangjia.train.distributed import run_distributed
+    from hangjia.train.sft import sft_settings
 
     upstream = ws.require("select", "`hangjia select`")
     inputs = {"select": upstream["fingerprint"]}
@@ -40,7 +40,6 @@ def train(
     with console.status("preparing the base model"):
         base_dir = resolve_base(cfg.train.base_model, ws.root)
     train_pairs, val_pairs = selected_pairs(ws)
-    args = sft_args(cfg, resume=resume)
     keep = cfg.train.save_steps > 0
     with ws.stage("train", inputs, config, keep_partial=keep, resume=resume) as run, progress_bar(console) as progress:
         task = progress.add_task("train", total=None, status="")
@@ -59,9 +58,10 @@ def train(
             train_pairs,
             val_pairs,
             run.dir,
-            args,
+            sft_settings(cfg.train),
             on_step=on_step,
             accelerate_config=cfg.train.accelerate_config,
+            resume=resume,
         )
         (run.dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         run.counts.update(metrics)
@@ -75,13 +75,3 @@ def selected_pairs(ws: Workspace) -> tuple[list[tuple[str, str]], list[tuple[str
         [(r.get("prompt") or r["question"], r["answer"]) for r in read_jsonl(src / f"{split}.jsonl")]
         for split in ("train", "val")
     )
-
-
-def sft_args(cfg: ProjectConfig, resume: bool = False):
-    """LoraSFTArgs from the train section, less the settings that say how to launch rather than what to train."""
-    from hangjia.train.sft import LoraSFTArgs
-
-    launch = {"base_model", "nproc", "accelerate_config"}
-    args = LoraSFTArgs(**{k: v for k, v in cfg.train.model_dump().items() if k not in launch}, resume=resume)
-    args.packing = args.packing and args.method in ("lora", "full")  # virtual tokens would fall outside the mask
-    return args

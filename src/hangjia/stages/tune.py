@@ -1,5 +1,4 @@
-"""`hangjia tune`: hyper-parameter search over the SFT settings (not a stage other stages read).
-"""
+"""`hangjia tune`: hyper-parameter search over the SFT settings (not a stage other stages read)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from rich.console import Console
 from hangjia.core.config import ProjectConfig
 from hangjia.core.workspace import Workspace
 from hangjia.stages.reporting import progress_bar
-from hangjia.stages.train import selected_pairs, sft_args
+from hangjia.stages.train import selected_pairs
 
 
 def tune(ws: Workspace, cfg: ProjectConfig, console: Console) -> dict[str, Any]:
@@ -21,6 +20,7 @@ def tune(ws: Workspace, cfg: ProjectConfig, console: Console) -> dict[str, Any]:
     from hangjia.llm.models import resolve_base
     from hangjia.train.hpo import SearchSpace, current_params
     from hangjia.train.hpo import tune as run_tune
+    from hangjia.train.sft import sft_settings
 
     ws.require("select", "`hangjia select`")
     with console.status("preparing the base model"):
@@ -30,7 +30,7 @@ def tune(ws: Workspace, cfg: ProjectConfig, console: Console) -> dict[str, Any]:
     space = SearchSpace(
         learning_rate=t.learning_rate, lora_r=t.lora_r, lora_alpha_ratio=t.lora_alpha_ratio, epochs=t.epochs
     )
-    args = sft_args(cfg)
+    args = sft_settings(cfg.train)
     out_dir = ws.stage_dir("tune")
     with progress_bar(console) as progress:
         task = progress.add_task("tune", total=t.n_trials, status="")

@@ -1,6 +1,6 @@
 """LoRA SFT over N data-parallel processes: `hangjia train --nproc N`.
 
-    run_distributed ──writes──► job.json (pairs + LoraSFTArgs, global batch)
+    run_distributed ──writes──► job.json (pairs + the train section, global batch)
           │
           └──launches──► torchrun --standalone --nproc-per-node N -m hangjia.train.distributed job.json
                          (or `accelerate launch --config_file deploy/distributed/….yaml`, for DeepSpeed / FSDP)
@@ -37,14 +37,14 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from hangjia.core.config import TrainConfig
 from hangjia.core.errors import HangjiaError
-from hangjia.train.sft import LoraSFTArgs, latest_checkpoint, train_lora_sft
+from hangjia.train.sft import latest_checkpoint, train_lora_sft
 
 OnStep = Callable[[int, int, dict[str, float]], None]
 
@@ -93,9 +93,10 @@ def run_distributed(
     train_pairs: list[tuple[str, str]],
     val_pairs: list[tuple[str, str]],
     out_dir: Path,
-    args: LoraSFTArgs,
+    args: TrainConfig,
     on_step: OnStep | None = None,
     accelerate_config: Path | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """train_lora_sft on `nproc` processes with the same global batch (`args.batch_size`); same outputs in `out_dir`.
 
@@ -106,10 +107,10 @@ def run_distributed(
     if accelerate_config is not None:
         check_accelerate_config(accelerate_config, val_pairs)
     if nproc == 1 and accelerate_config is None:
-        return {**train_lora_sft(base_dir, train_pairs, val_pairs, out_dir, args, on_step), "nproc": 1}
+        return {**train_lora_sft(base_dir, train_pairs, val_pairs, out_dir, args, on_step, resume=resume), "nproc": 1}
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    if args.resume:
+    if resume:
         latest_checkpoint(out_dir / "checkpoints")  # drop a half-written checkpoint once, not N times at once
     for stale in out_dir.glob(".distributed-*"):  # left by a launcher killed with -9 (its ranks stopped themselves)
         shutil.rmtree(stale, ignore_errors=True)
@@ -121,7 +122,8 @@ def run_distributed(
             "out_dir": str(out_dir),
             "train_pairs": [list(p) for p in train_pairs],
             "val_pairs": [list(p) for p in val_pairs],
-            "args": asdict(args),
+            "args": args.model_dump(mode="json"),
+            "resume": resume,
             "launcher_pid": os.getpid(),
         }
         job.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     try:
         job = json.loads(job_path.read_text(encoding="utf-8"))
-        args = LoraSFTArgs(**job["args"])
+        args = TrainConfig.model_validate(job["args"])
         args.batch_size = per_device_batch(args.batch_size, world)
         out_dir = Path(job["out_dir"]) if rank == 0 else _scratch_dir(job_dir, rank, Path(job["out_dir"]))
         joined = _join_process_group(world)
@@ -246,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 out_dir,
                 args,
                 on_step=_step_hook(job_dir / PROGRESS if rank == 0 else None, job.get("launcher_pid")),
+                resume=job.get("resume", False),
             )
             if world > 1:
                 _check_world(world)

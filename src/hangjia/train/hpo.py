@@ -18,7 +18,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,9 @@ import yaml
 from optuna.trial import TrialState
 from transformers import TrainerCallback
 
+from hangjia.core.config import TrainConfig
 from hangjia.core.errors import HangjiaError
-from hangjia.train.sft import LoraSFTArgs, build_trainer
+from hangjia.train.sft import build_trainer
 
 STUDY_NAME = "hangjia-tune"
 EVALS_PER_TRIAL = 4
@@ -36,6 +37,8 @@ EVALS_PER_TRIAL = 4
 PARAMS = {"learning_rate", "lora_r", "lora_alpha_ratio", "epochs"}
 """Names of the sampled parameters in the study (alpha is sampled as a multiple of the rank)."""
 WHAT = {"space": "search space", "base_args": "train settings", "data": "train/validation pairs"}
+LAUNCH = {"base_model", "nproc", "accelerate_config"}
+"""TrainConfig fields that say how to launch a run, not what it trains: not part of what a study compares."""
 COLUMNS = ["trial", "state", "value", "learning_rate", "lora_r", "lora_alpha", "epochs", "steps", "duration_s"]
 
 
@@ -68,8 +71,8 @@ class TuneResult:
     """Its validation loss."""
     best_params: dict[str, Any]
     """Its sampled parameters as train arguments: learning_rate, lora_r, lora_alpha, epochs."""
-    best_args: LoraSFTArgs | None
-    """The base arguments (not the trials' eval and checkpoint settings) with the best parameters merged in."""
+    best_args: TrainConfig | None
+    """The base settings (not the trials' eval and checkpoint settings) with the best parameters merged in."""
     rows: list[dict[str, Any]]
     """One row per trial of the study (also in results.csv), in trial order."""
     ran: int
@@ -81,7 +84,7 @@ def tune(
     train_pairs: list[tuple[str, str]],
     val_pairs: list[tuple[str, str]],
     out_dir: Path,
-    base_args: LoraSFTArgs,
+    base_args: TrainConfig,
     *,
     space: SearchSpace | None = None,
     n_trials: int = 20,
@@ -116,7 +119,7 @@ def tune(
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     eval_steps = base_args.eval_steps or _default_eval_steps(len(train_pairs), base_args, space)
-    trial_args = replace(base_args, eval_steps=eval_steps, save_steps=0, resume=False)
+    trial_args = base_args.model_copy(update={"eval_steps": eval_steps, "save_steps": 0})
     unknown = {key for params in enqueue for key in params} - PARAMS
     if unknown:
         raise HangjiaError(f"Unknown parameters {sorted(unknown)} to enqueue; use {sorted(PARAMS)}.")
@@ -137,7 +140,9 @@ def tune(
         shutil.rmtree(trial_dir, ignore_errors=True)  # left by a study that was deleted and started over
         trial_dir.mkdir(parents=True)
         watch = _TrialWatch(trial, on_step)
-        trainer = build_trainer(base_dir, train_pairs, val_pairs, trial_dir, replace(trial_args, **params), [watch])
+        trainer = build_trainer(
+            base_dir, train_pairs, val_pairs, trial_dir, trial_args.model_copy(update=params), [watch]
+        )
         trainer.train()
         _write_jsonl(trial_dir / "log.jsonl", trainer.state.log_history)
         shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)  # early stopping's; its best is loaded by now
@@ -167,10 +172,10 @@ def tune(
     if best is None:
         return TuneResult(None, None, {}, None, rows, ran)
     params = _train_params(best.params)
-    return TuneResult(best.number, best.value, params, replace(base_args, **params, resume=False), rows, ran)
+    return TuneResult(best.number, best.value, params, base_args.model_copy(update=params), rows, ran)
 
 
-def current_params(args: LoraSFTArgs, space: SearchSpace) -> dict[str, Any]:
+def current_params(args: TrainConfig, space: SearchSpace) -> dict[str, Any]:
     """The values `args` already has for the searched parameters, those that lie in `space`: to enqueue the
     current config as the first trial, a baseline the search has to beat."""
     low, high = space.learning_rate
@@ -257,7 +262,7 @@ def _suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
 
 
 def _train_params(sampled: Mapping[str, Any]) -> dict[str, Any]:
-    """Sampled values as LoraSFTArgs fields: alpha is stored as a multiple of the rank."""
+    """Sampled values as TrainConfig fields: alpha is stored as a multiple of the rank."""
     r = int(sampled["lora_r"])
     return {
         "learning_rate": float(sampled["learning_rate"]),
@@ -267,7 +272,7 @@ def _train_params(sampled: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _default_eval_steps(n_train: int, args: LoraSFTArgs, space: SearchSpace) -> int:
+def _default_eval_steps(n_train: int, args: TrainConfig, space: SearchSpace) -> int:
     # Evaluations must fall on the same steps in every trial for the median rule to compare them.
     per_epoch = math.ceil(n_train / args.batch_size)
     shortest = args.max_steps if args.max_steps > 0 else math.ceil(per_epoch * min(space.epochs))
@@ -279,9 +284,9 @@ def _fingerprint(train_pairs: list[tuple[str, str]], val_pairs: list[tuple[str, 
     return hashlib.sha256(data.encode("utf-8")).hexdigest()[:16]
 
 
-def _train_section(args: LoraSFTArgs) -> dict[str, Any]:
-    """The args as a `train:` config section (resume is a command-line switch, not a setting)."""
-    return {k: v for k, v in asdict(args).items() if k != "resume"}
+def _train_section(args: TrainConfig) -> dict[str, Any]:
+    """The settings as a `train:` config section, less how to launch (base_model is best.yaml's own line)."""
+    return args.model_dump(mode="json", exclude=LAUNCH)
 
 
 def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -302,7 +307,7 @@ def _row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 
 def _write_outputs(
-    out_dir: Path, study: optuna.Study, args: LoraSFTArgs, base_model: str | None
+    out_dir: Path, study: optuna.Study, args: TrainConfig, base_model: str | None
 ) -> list[dict[str, Any]]:
     """results.csv with every finished trial; best.yaml once a trial has completed."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
@@ -313,7 +318,7 @@ def _write_outputs(
         writer.writerows(rows)
     best = _best(study)
     if best is not None:
-        section = _train_section(replace(args, **_train_params(best.params)))
+        section = _train_section(args.model_copy(update=_train_params(best.params)))
         if base_model is not None:
             section = {"base_model": base_model, **section}
         header = (

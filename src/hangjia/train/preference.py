@@ -7,6 +7,9 @@ tokens trained on are the tokens the server later sends.
 DPO usually starts from the SFT adapter ("SFT then DPO"). TRL 1.16 then copies that adapter into a
 frozen "ref" adapter and measures the policy against it, so the reference is the SFT model, not the
 bare base; with a fresh adapter the reference is the base model (adapter disabled).
+
+The settings are the `preference:` section's (PreferenceConfig); a fresh adapter takes its shape (lora_r, lora_alpha,
+target_modules) from the `train:` section (TrainConfig), passed as `lora`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,68 +35,17 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 
-from hangjia.core.config import LLAMA_LINEAR
+from hangjia.core.config import PreferenceConfig, TrainConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.core.prompts import question_messages
 from hangjia.llm.models import load_tokenizer
+from hangjia.train.arguments import trainer_arguments
 from hangjia.train.sft import _StepLog
 
 Preference = tuple[str, str, str]
 """(question, chosen answer, rejected answer)."""
 
 StepCallback = Callable[[int, int, dict[str, float]], None]
-
-
-@dataclass
-class DPOArgs:
-    beta: float = 0.1
-    """KL strength: higher keeps the policy closer to the reference (0.1 is the DPO paper's default)."""
-    learning_rate: float = 5e-5
-    """Peak learning rate; DPO wants ~10x less than SFT (the loss saturates fast and overshoots)."""
-    epochs: float = 1.0
-    """Passes over the preference pairs."""
-    max_steps: int = -1
-    """Stop after this many optimizer steps (-1: run all epochs)."""
-    batch_size: int = 4
-    """Pairs per step; each pair is two sequences, so 4 pairs = 8 forward passes (plus 8 for the reference)."""
-    warmup_ratio: float = 0.1
-    """Share of steps spent warming the learning rate up, then cosine decay."""
-    max_length: int = 512
-    """Longest prompt + answer in tokens; longer ones are truncated at the end."""
-    lora_r: int = 16
-    """LoRA rank of a fresh adapter (ignored when starting from an SFT adapter, which brings its own)."""
-    lora_alpha: int = 32
-    """LoRA scaling numerator of a fresh adapter."""
-    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR))
-    """Linear layers that get a fresh adapter (Llama-style names)."""
-    seed: int = 0
-    """Seed for data order and adapter initialisation."""
-
-
-@dataclass
-class RewardArgs:
-    learning_rate: float = 1e-4
-    """Peak learning rate for the LoRA weights and the fresh score head."""
-    epochs: float = 1.0
-    """Passes over the preference pairs."""
-    max_steps: int = -1
-    """Stop after this many optimizer steps (-1: run all epochs)."""
-    batch_size: int = 4
-    """Pairs per step (two sequences each)."""
-    warmup_ratio: float = 0.1
-    """Share of steps spent warming the learning rate up, then cosine decay."""
-    max_length: int = 512
-    """Pairs with a longer chosen or rejected sequence are dropped (TRL filters, it does not truncate)."""
-    center_rewards: float | None = 0.01
-    """Pull the mean reward towards 0 (Eisenstein et al. 2023), so scores of different runs are comparable."""
-    lora_r: int = 16
-    """LoRA rank."""
-    lora_alpha: int = 32
-    """LoRA scaling numerator."""
-    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR))
-    """Linear layers that get LoRA adapters; the score head is trained in full (modules_to_save)."""
-    seed: int = 0
-    """Seed for data order, adapter and score-head initialisation."""
 
 
 def to_preference(question: str, chosen: str, rejected: str) -> dict[str, list[dict[str, str]]]:
@@ -105,36 +56,12 @@ def to_preference(question: str, chosen: str, rejected: str) -> dict[str, list[d
     }
 
 
-def _common_config(out_dir: Path, args: DPOArgs | RewardArgs) -> dict[str, Any]:
-    return dict(
-        output_dir=str(out_dir / "checkpoints"),
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=args.warmup_ratio,  # a float below 1 is a share of the total steps
-        max_length=args.max_length,
-        activation_checkpointing=False,  # TRL defaults to on; on CPU with a 135M model it only costs time
-        bf16=False,  # TRL defaults to on; CPU bf16 matmuls are slower than fp32 without AMX
-        logging_steps=1,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        seed=args.seed,
-        data_seed=args.seed,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=False,
-    )
-
-
 def build_dpo_trainer(
     base_dir: Path,
     pairs: Sequence[Preference],
     out_dir: Path,
-    args: DPOArgs,
+    args: PreferenceConfig,
+    lora: TrainConfig,
     adapter: Path | None = None,
     val_pairs: Sequence[Preference] = (),
     callbacks: list[TrainerCallback] | None = None,
@@ -151,13 +78,13 @@ def build_dpo_trainer(
         model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
     else:
         peft_config = LoraConfig(
-            r=args.lora_r,
-            lora_alpha=args.lora_alpha,
+            r=lora.lora_r,
+            lora_alpha=lora.lora_alpha,
             lora_dropout=0.0,  # TRL turns every dropout off here (disable_dropout)
-            target_modules=args.target_modules,
+            target_modules=list(lora.target_modules),
             task_type="CAUSAL_LM",
         )
-    config = DPOConfig(**_common_config(out_dir, args), beta=args.beta)
+    config = DPOConfig(**trainer_arguments(out_dir, args, max_length=args.max_length, beta=args.beta))
     trainer = DPOTrainer(
         model=model,
         args=config,
@@ -175,7 +102,8 @@ def train_dpo(
     base_dir: Path,
     pairs: Sequence[Preference],
     out_dir: Path,
-    args: DPOArgs,
+    args: PreferenceConfig,
+    lora: TrainConfig,
     adapter: Path | None = None,
     on_step: StepCallback | None = None,
     val_pairs: Sequence[Preference] = (),
@@ -186,7 +114,8 @@ def train_dpo(
     logged step, and on `val_pairs` after training when given.
     """
     log_path = out_dir / "trainer_log.jsonl"
-    trainer = build_dpo_trainer(base_dir, pairs, out_dir, args, adapter, val_pairs, [_StepLog(log_path, on_step)])
+    callbacks = [_StepLog(log_path, on_step)]
+    trainer = build_dpo_trainer(base_dir, pairs, out_dir, args, lora, adapter, val_pairs, callbacks)
     result = trainer.train()
     # Only the policy adapter; TRL's frozen "ref" copy of an SFT adapter is not part of the result.
     trainer.model.save_pretrained(out_dir / "adapter", selected_adapters=["default"])
@@ -214,7 +143,8 @@ def build_reward_trainer(
     base_dir: Path,
     pairs: Sequence[Preference],
     out_dir: Path,
-    args: RewardArgs,
+    args: PreferenceConfig,
+    lora: TrainConfig,
     val_pairs: Sequence[Preference] = (),
     callbacks: list[TrainerCallback] | None = None,
 ) -> RewardTrainer:
@@ -222,14 +152,15 @@ def build_reward_trainer(
     datasets.disable_progress_bars()
     tokenizer = load_tokenizer(base_dir)
     peft_config = LoraConfig(
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
+        r=lora.lora_r,
+        lora_alpha=lora.lora_alpha,
         lora_dropout=0.0,  # TRL turns every dropout off here (disable_dropout)
-        target_modules=args.target_modules,
+        target_modules=list(lora.target_modules),
         modules_to_save=["score"],  # the head is new: train it in full and save it with the adapter
         task_type="SEQ_CLS",
     )
-    config = RewardConfig(**_common_config(out_dir, args), center_rewards_coefficient=args.center_rewards)
+    own = {"max_length": args.max_length, "center_rewards_coefficient": args.center_rewards}
+    config = RewardConfig(**trainer_arguments(out_dir, args, **own))
     trainer = RewardTrainer(
         # From the path, TRL loads it with num_labels=1, seeded, and without the "score.weight missing" report.
         model=str(base_dir),
@@ -248,7 +179,8 @@ def train_reward_model(
     base_dir: Path,
     pairs: Sequence[Preference],
     out_dir: Path,
-    args: RewardArgs,
+    args: PreferenceConfig,
+    lora: TrainConfig,
     on_step: StepCallback | None = None,
     val_pairs: Sequence[Preference] = (),
 ) -> dict[str, Any]:
@@ -259,7 +191,7 @@ def train_reward_model(
     `val_pairs` are given.
     """
     log_path = out_dir / "trainer_log.jsonl"
-    trainer = build_reward_trainer(base_dir, pairs, out_dir, args, val_pairs, [_StepLog(log_path, on_step)])
+    trainer = build_reward_trainer(base_dir, pairs, out_dir, args, lora, val_pairs, [_StepLog(log_path, on_step)])
     val_before = trainer.evaluate() if val_pairs else {}
     result = trainer.train()
     val_after = trainer.evaluate() if val_pairs else {}

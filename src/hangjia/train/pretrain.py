@@ -16,7 +16,7 @@ import json
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,43 +34,14 @@ from transformers import (
     default_data_collator,
 )
 
-from hangjia.core.config import LLAMA_LINEAR
+from hangjia.core.config import PretrainConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.eval.perplexity import perplexity
 from hangjia.llm.models import load_tokenizer
+from hangjia.train.arguments import trainer_arguments
 from hangjia.train.sft import _StepLog
 
 StepCallback = Callable[[int, int, dict[str, float]], None]
-
-
-@dataclass
-class CPTArgs:
-    full: bool = False
-    """Train every weight (saved as a full model) instead of a LoRA adapter; wants ~10x lower learning_rate."""
-    block_size: int = 512
-    """Tokens per training block: 4 blocks x 512 = 2,048 tokens per step at batch_size 4."""
-    learning_rate: float = 2e-4
-    """Peak learning rate (LoRA); for full=True use ~2e-5."""
-    epochs: float = 1.0
-    """Passes over the mixed blocks."""
-    max_steps: int = -1
-    """Stop after this many optimizer steps (-1: run all epochs)."""
-    batch_size: int = 4
-    """Blocks per optimizer step (per device)."""
-    warmup_ratio: float = 0.05
-    """Share of steps spent warming the learning rate up, then cosine decay."""
-    val_fraction: float = 0.1
-    """Share of domain documents held out for perplexity (the tail of the text when there is only one)."""
-    lora_r: int = 64
-    """LoRA rank; new knowledge wants more rank than instruction tuning."""
-    lora_alpha: int = 128
-    """LoRA scaling numerator."""
-    lora_dropout: float = 0.05
-    """Dropout on the LoRA input."""
-    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR))
-    """Linear layers that get LoRA adapters (Llama-style names)."""
-    seed: int = 0
-    """Seed for the held-out split, replay sampling, data order and adapter initialisation."""
 
 
 def tokenize_documents(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
@@ -140,8 +111,7 @@ def prepare_blocks(
     tokenizer: PreTrainedTokenizerBase,
     domain_texts: Sequence[str],
     replay_texts: Sequence[str],
-    replay_ratio: float,
-    args: CPTArgs,
+    args: PretrainConfig,
 ) -> CPTData:
     train_texts, val_texts = split_holdout(domain_texts, args.val_fraction, args.seed)
     train_docs = tokenize_documents(tokenizer, train_texts)
@@ -153,11 +123,11 @@ def prepare_blocks(
             "add documents or lower the block size."
         )
     replay = group_texts(tokenize_documents(tokenizer, replay_texts), args.block_size)
-    blocks, n_replay = mix_replay(domain, replay, replay_ratio, args.seed)
+    blocks, n_replay = mix_replay(domain, replay, args.replay_ratio, args.seed)
     return CPTData(blocks, val_texts, len(domain), n_replay)
 
 
-def held_out_perplexity(model, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], args: CPTArgs) -> float:
+def held_out_perplexity(model, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], args: PretrainConfig) -> float:
     """Perplexity on held-out documents, in windows of one block that overlap by half a block."""
     if not texts:
         return math.nan
@@ -166,7 +136,7 @@ def held_out_perplexity(model, tokenizer: PreTrainedTokenizerBase, texts: Sequen
 
 
 def build_cpt_trainer(
-    base_dir: Path, data: CPTData, out_dir: Path, args: CPTArgs, callbacks: list[TrainerCallback] | None = None
+    base_dir: Path, data: CPTData, out_dir: Path, args: PretrainConfig, callbacks: list[TrainerCallback] | None = None
 ) -> Trainer:
     """A causal-LM Trainer over the blocks: a fresh LoRA adapter, or every weight when `args.full`."""
     torch.manual_seed(args.seed)
@@ -184,26 +154,7 @@ def build_cpt_trainer(
     # Labels are the inputs (the model shifts them). Not DataCollatorForLanguageModeling: it masks pad tokens,
     # and the pad token is often EOS, the document boundary the model should learn.
     train_ds = Dataset.from_dict({"input_ids": data.train_blocks, "labels": data.train_blocks})
-    config = TrainingArguments(
-        output_dir=str(out_dir / "checkpoints"),
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=args.warmup_ratio,  # a float below 1 is a share of the total steps
-        activation_checkpointing=False,  # 135M params on CPU: activations are small, recompute only costs time
-        bf16=False,  # CPU bf16 matmuls are slower than fp32 on most x86 CPUs without AMX
-        logging_steps=1,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        seed=args.seed,
-        data_seed=args.seed,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=False,
-    )
+    config = TrainingArguments(**trainer_arguments(out_dir, args, evaluates=False))
     trainer = Trainer(
         model=model,
         args=config,
@@ -219,18 +170,20 @@ def train_cpt(
     base_dir: Path,
     domain_texts: Sequence[str],
     out_dir: Path,
-    args: CPTArgs,
+    args: PretrainConfig,
     replay_texts: Sequence[str] = (),
-    replay_ratio: float = 0.2,
     on_step: StepCallback | None = None,
 ) -> dict[str, Any]:
     """Continued pretraining into `out_dir/adapter` (or `out_dir/model` when full); steps in trainer_log.jsonl.
+
+    `replay_texts` (general text) make up `args.replay_ratio` of the training blocks; `args.base_model` is the
+    caller's business (`base_dir` is the model's folder).
 
     Returns metrics, including held-out domain perplexity before and after (the honest "did it learn").
     """
     log_path = out_dir / "trainer_log.jsonl"
     tokenizer = load_tokenizer(base_dir)
-    data = prepare_blocks(tokenizer, domain_texts, replay_texts, replay_ratio, args)
+    data = prepare_blocks(tokenizer, domain_texts, replay_texts, args)
     trainer = build_cpt_trainer(base_dir, data, out_dir, args, [_StepLog(log_path, on_step)])
     ppl_before = held_out_perplexity(trainer.model, tokenizer, data.val_texts, args)
     result = trainer.train()

@@ -17,7 +17,6 @@ import math
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,60 +28,27 @@ from transformers import AutoModelForCausalLM, EarlyStoppingCallback, PrinterCal
 from transformers.utils import is_torch_bf16_available_on_device
 from trl import SFTConfig, SFTTrainer
 
+from hangjia.core.config import TrainConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.core.prompts import question_messages
 from hangjia.llm.models import load_tokenizer
+from hangjia.train.arguments import trainer_arguments
 from hangjia.train.packing import PackingCollator
 
 logger = logging.getLogger(__name__)
 METHODS = ("lora", "full", "prefix", "ptuning")
+VIRTUAL_TOKENS = ("prefix", "ptuning")
+"""Methods that prepend virtual tokens, which the packing mask does not cover: they always train unpacked."""
 
 
-@dataclass
-class LoraSFTArgs:
-    lora_r: int
-    """LoRA rank."""
-    lora_alpha: int
-    """LoRA scaling numerator (the update is scaled by alpha / r)."""
-    lora_dropout: float
-    """Dropout on the LoRA input."""
-    target_modules: list[str]
-    """Linear layers that get an adapter, e.g. q_proj, v_proj."""
-    learning_rate: float
-    """Peak learning rate of the cosine schedule."""
-    epochs: float
-    """Passes over the training pairs."""
-    max_steps: int
-    """Stop after this many optimizer steps (-1: run all epochs)."""
-    batch_size: int
-    """Examples per optimizer step (and per evaluation batch)."""
-    warmup_ratio: float
-    """Share of the steps spent warming up the learning rate."""
-    max_length: int
-    """Tokens per example (longer ones are cut); with packing, tokens per packed row."""
-    seed: int
-    """Seed for the adapter's initialisation and the data order."""
-    packing: bool = False
-    """Pack each batch into rows of `max_length` tokens, samples kept apart by a block-diagonal mask."""
-    share_prefix: bool = True
-    """With packing: the prompt tokens all of a batch's examples begin with are computed once per row."""
-    save_steps: int = 0
-    """Write a checkpoint to out_dir/checkpoints every this many steps (0: none)."""
-    resume: bool = False
-    """Continue from the latest complete checkpoint in out_dir/checkpoints (a fresh start when there is none)."""
-    eval_steps: int = 0
-    """Measure validation loss every this many steps (0: only before and after training)."""
-    early_stopping_patience: int = 0
-    """Stop after this many evaluations without a lower validation loss and keep the best adapter (0: off)."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass: less memory, more time (135M on CPU: activations are small)."""
-    bf16: bool = False
-    """bfloat16 autocast where torch reports support (else fp32 and a warning); on x86 CPUs without AMX, slower."""
-    method: str = "lora"
-    """lora; full (every weight, saved as a whole model in out_dir/model); prefix (prefix tuning: trained key/value
-    prefixes in every layer) or ptuning (P-tuning: virtual prompt tokens from a small encoder)."""
-    num_virtual_tokens: int = 20
-    """Prefix / P-tuning: virtual tokens prepended to every input."""
+def sft_settings(cfg: TrainConfig) -> TrainConfig:
+    """The train section as SFT runs it: packing off for prefix and ptuning, as train.packing says.
+
+    build_trainer refuses packing with those methods; the stages, `hangjia tune` and the benchmarks pass their
+    train section through here first."""
+    if cfg.packing and cfg.method in VIRTUAL_TOKENS:
+        return cfg.model_copy(update={"packing": False})
+    return cfg
 
 
 def to_example(question: str, answer: str) -> dict[str, list[dict[str, str]]]:
@@ -94,10 +60,12 @@ def build_trainer(
     train_pairs: list[tuple[str, str]],
     val_pairs: list[tuple[str, str]],
     out_dir: Path,
-    args: LoraSFTArgs,
+    args: TrainConfig,
     callbacks: list[TrainerCallback] | None = None,
 ) -> SFTTrainer:
-    """An SFTTrainer with a fresh LoRA adapter on the base model, ready to `train()`."""
+    """An SFTTrainer with a fresh adapter (train.method) on the base model, ready to `train()`.
+
+    The launch settings of `args` (base_model, nproc, accelerate_config) are the caller's business."""
     _check(args, val_pairs)
     torch.manual_seed(args.seed)
     datasets.disable_progress_bars()  # four bars per split, each done in milliseconds; ours shows the steps
@@ -110,37 +78,26 @@ def build_trainer(
     # Early stopping restores the best checkpoint at the end, so it needs one at every evaluation at least.
     save_steps = args.save_steps or (args.eval_steps if early_stopping else 0)
     config = SFTConfig(
-        output_dir=str(out_dir / "checkpoints"),
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=args.warmup_ratio,
-        max_length=args.max_length,
-        completion_only_loss=True,
-        packing=False,  # ours packs per batch with an isolating mask; TRL's relies on position_ids alone
-        # transformers 5 renamed it; the new name also silences TRL's default of the old one (True).
-        activation_checkpointing=args.gradient_checkpointing,
-        bf16=bf16,
-        use_cpu=on_cpu,  # transformers refuses bf16 without a GPU unless told the CPU is meant
-        logging_steps=1,
-        save_strategy="steps" if save_steps else "no",
-        save_steps=save_steps or 500,
-        save_total_limit=2,  # the latest (to resume) and, with early stopping, the best: LoRA + Adam state, a few MB
-        eval_strategy="steps" if args.eval_steps else "no",
-        eval_steps=args.eval_steps or None,
-        load_best_model_at_end=early_stopping,
-        metric_for_best_model="eval_loss" if early_stopping else None,
-        greater_is_better=False if early_stopping else None,
-        restore_callback_states_from_checkpoint=True,  # early stopping's patience count survives a resume
-        report_to="none",
-        disable_tqdm=True,
-        seed=args.seed,
-        data_seed=args.seed,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=False,  # pinning is for GPU transfers; on CPU it only warns
+        **trainer_arguments(
+            out_dir,
+            args,
+            max_length=args.max_length,
+            completion_only_loss=True,
+            packing=False,  # ours packs per batch with an isolating mask; TRL's relies on position_ids alone
+            # transformers 5 renamed it; the new name also silences TRL's default of the old one (True).
+            activation_checkpointing=args.gradient_checkpointing,
+            bf16=bf16,
+            use_cpu=on_cpu,  # transformers refuses bf16 without a GPU unless told the CPU is meant
+            save_strategy="steps" if save_steps else "no",
+            save_steps=save_steps or 500,
+            save_total_limit=2,  # the latest (to resume) and, with early stopping, the best: a few MB each
+            eval_strategy="steps" if args.eval_steps else "no",
+            eval_steps=args.eval_steps or None,
+            load_best_model_at_end=early_stopping,
+            metric_for_best_model="eval_loss" if early_stopping else None,
+            greater_is_better=False if early_stopping else None,
+            restore_callback_states_from_checkpoint=True,  # early stopping's patience count survives a resume
+        )
     )
     peft_config = _peft_config(args, model.config.hidden_size)
     collator = None
@@ -198,11 +155,14 @@ def train_lora_sft(
     train_pairs: list[tuple[str, str]],
     val_pairs: list[tuple[str, str]],
     out_dir: Path,
-    args: LoraSFTArgs,
+    args: TrainConfig,
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
+    *,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train an adapter into `out_dir/adapter` (with method full: the whole model into `out_dir/model`); log every
-    step to `out_dir/trainer_log.jsonl`.
+    step to `out_dir/trainer_log.jsonl`. `resume`: continue from the newest complete checkpoint in
+    `out_dir/checkpoints` (a fresh start when there is none).
 
     Validation losses measured during training go to `out_dir/eval_log.jsonl`. Returns metrics, including
     validation loss before and after training (the honest "did it learn").
@@ -210,7 +170,7 @@ def train_lora_sft(
     log = _StepLog(out_dir / "trainer_log.jsonl", on_step, out_dir / "eval_log.jsonl", packing=args.packing)
     trainer = build_trainer(base_dir, train_pairs, val_pairs, out_dir, args, [log])
     tokenizer = trainer.processing_class
-    checkpoint = latest_checkpoint(out_dir / "checkpoints") if args.resume else None
+    checkpoint = latest_checkpoint(out_dir / "checkpoints") if resume else None
     log.restart(_step_of(checkpoint) if checkpoint else 0)
     # Measured inside train(), once the Trainer has wrapped the model: evaluating first marks the bare model as
     # prepared (accelerate 1.15), so train() would skip the DDP wrap and each process would train alone;
@@ -260,7 +220,7 @@ def _step_of(checkpoint: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
-def _peft_config(args: LoraSFTArgs, hidden_size: int) -> PeftConfig | None:
+def _peft_config(args: TrainConfig, hidden_size: int) -> PeftConfig | None:
     if args.method == "full":
         return None
     if args.method == "lora":
@@ -278,10 +238,10 @@ def _peft_config(args: LoraSFTArgs, hidden_size: int) -> PeftConfig | None:
     )
 
 
-def _check(args: LoraSFTArgs, val_pairs: list[tuple[str, str]]) -> None:
+def _check(args: TrainConfig, val_pairs: list[tuple[str, str]]) -> None:
     if args.method not in METHODS:
         raise HangjiaError(f"Unknown train.method '{args.method}'; use one of {', '.join(METHODS)}.")
-    if args.packing and args.method in ("prefix", "ptuning"):
+    if args.packing and args.method in VIRTUAL_TOKENS:
         raise HangjiaError(
             f"train.packing needs train.method lora or full: {args.method} adds virtual tokens the packing mask "
             "does not cover. Turn packing off or use lora."
