@@ -24,15 +24,13 @@ from hangjia.stages.reporting import done, progress_bar, skipped, step_reporter
 def _made_preferences(ws: Workspace, cfg: ProjectConfig, status) -> list[tuple[str, str, str]]:
     """(prompt, reference answer, the SFT model's wrong answer) for the select stage's train pairs."""
     from hangjia.eval.scoring import is_correct
-    from hangjia.llm.generation import DOMAIN, Engine, GenerationParams
-    from hangjia.llm.models import resolve_base
+    from hangjia.llm.generation import Engine, GenerationParams
+    from hangjia.llm.weights import DOMAIN, trained_weights
 
-    train = ws.require("train", "`hangjia train`")
+    sft = trained_weights(ws)
     rows = [r for r in read_jsonl(ws.stage_dir("select") / "train.jsonl") if r.get("generator") != "general"]
     rows = random.Random(cfg.preference.seed).sample(rows, len(rows))
-    full = ws.stage_dir("train") / "model"
-    tuned = full if full.is_dir() else ws.stage_dir("train") / "adapter"
-    engine = Engine(resolve_base(train["config"]["base_model"], ws.root), tuned)
+    engine = Engine(sft.base_dir, sft.tuned)
     params = GenerationParams(max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0)
     made: list[tuple[str, str, str]] = []
     for start in range(0, len(rows), cfg.eval.batch_size):
@@ -95,31 +93,31 @@ def _preferences(ws: Workspace, cfg: ProjectConfig, run_dir: Path, status) -> tu
 
 def dpo(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
     """DPO of the SFT adapter on preference pairs; the result becomes the `domain` model."""
-    from hangjia.llm.models import resolve_base
+    from hangjia.llm.weights import trained_weights
     from hangjia.train.preference import train_dpo
 
     inputs = _preference_inputs(ws, cfg)
-    if (ws.stage_dir("train") / "model").is_dir():
+    sft = trained_weights(ws)
+    if sft.is_full_model:
         raise HangjiaError(
             "DPO continues the SFT adapter, but train.method full wrote a whole model; train with method lora, or "
-            f"set train.base_model to {ws.stage_dir('train') / 'model'} and train a LoRA adapter on it first."
+            f"set train.base_model to {sft.tuned} and train a LoRA adapter on it first."
         )
     config = {**cfg.preference.model_dump(mode="json"), "max_new_tokens": cfg.eval.max_new_tokens}
     if not force and ws.is_current("dpo", inputs, config):
         return skipped("dpo", ws)
-    base_dir = resolve_base(ws.manifest("train")["config"]["base_model"], ws.root)
     with ws.stage("dpo", inputs, config) as run:
         with console.status("preference pairs") as status:
             train_pairs, val_pairs, origin = _preferences(ws, cfg, run.dir, status)
         with progress_bar(console) as progress:
             task = progress.add_task("dpo", total=None, status="")
             metrics = train_dpo(
-                base_dir,
+                sft.base_dir,
                 train_pairs,
                 run.dir,
                 cfg.preference,
                 cfg.train,  # a fresh adapter's LoRA shape; DPO continues the SFT adapter, which brings its own
-                adapter=ws.stage_dir("train") / "adapter",
+                adapter=sft.tuned,
                 on_step=step_reporter(progress, task, cfg.preference.batch_size),
                 val_pairs=val_pairs,
             )
@@ -130,14 +128,14 @@ def dpo(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False
 
 def reward(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
     """A pairwise reward model on preference pairs (LoRA + score head); held-out pair accuracy before/after."""
-    from hangjia.llm.models import resolve_base
+    from hangjia.llm.weights import trained_weights
     from hangjia.train.preference import train_reward_model
 
     inputs = _preference_inputs(ws, cfg)
     config = {**cfg.preference.model_dump(mode="json"), "max_new_tokens": cfg.eval.max_new_tokens}
     if not force and ws.is_current("reward", inputs, config):
         return skipped("reward", ws)
-    base_dir = resolve_base(ws.manifest("train")["config"]["base_model"], ws.root)
+    base_dir = trained_weights(ws).base_dir
     with ws.stage("reward", inputs, config) as run:
         with console.status("preference pairs") as status:
             train_pairs, val_pairs, origin = _preferences(ws, cfg, run.dir, status)
