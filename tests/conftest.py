@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.paths import KESTREL
+from tests.paths import KESTREL_DOCS
 from tests.tiny_models import build_tiny_model
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    corpus = [p.read_text(encoding="utf-8") for p in sorted((KESTREL / "docs").iterdir())]
+    corpus = [p.read_text(encoding="utf-8") for p in sorted(KESTREL_DOCS.iterdir())]
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), corpus)

@@ -1,5 +1,4 @@
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -7,8 +6,7 @@ from pydantic import BaseModel
 
 from hangjia.core.config import LLAMA_LINEAR, ProjectConfig, config_template, load_config
 from hangjia.core.errors import HangjiaError
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.paths import REPO
 
 
 def test_defaults_need_no_file():

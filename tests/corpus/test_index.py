@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -11,8 +10,7 @@ from hangjia.core.errors import HangjiaError
 from hangjia.corpus.chunk import Chunk, chunk_documents
 from hangjia.corpus.documents import load_documents
 from hangjia.corpus.index import BM25Index, tokenize
-
-KESTREL = Path(__file__).parents[2] / "examples/kestrel"
+from tests.paths import KESTREL, KESTREL_DOCS
 
 
 def chunk(i: int, text: str, source: str = "a.md") -> Chunk:
@@ -21,7 +19,7 @@ def chunk(i: int, text: str, source: str = "a.md") -> Chunk:
 
 @pytest.fixture(scope="module")
 def index() -> BM25Index:
-    docs, _ = load_documents(KESTREL / "docs")
+    docs, _ = load_documents(KESTREL_DOCS)
     return BM25Index.build(chunk_documents(docs))
 
 

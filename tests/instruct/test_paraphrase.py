@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from hangjia.instruct.paraphrase import paraphrase_pairs
 from hangjia.instruct.synth import QAPair
+from tests.paths import KESTREL
 
-KESTREL_QUESTIONS = Path(__file__).parents[2] / "examples/kestrel/questions.jsonl"
 PIECE = re.compile(r"[^\W\d_]+|\d+|[^\w\s]|_")  # letters, digits, one punctuation mark: "KP-2210" is 3 pieces
 CODE_OR_NUMBER = re.compile(r"[A-Za-z]*\d[\w.,/-]*\w|\d")  # "KP-2210", "E24", "38.50", "1,000", "7"
 
@@ -29,7 +28,7 @@ class ScriptedTeacher:
 
 @pytest.fixture(scope="module")
 def kestrel_pairs() -> list[QAPair]:
-    rows = [json.loads(line) for line in KESTREL_QUESTIONS.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in (KESTREL / "questions.jsonl").read_text().splitlines() if line.strip()]
     return [QAPair(r["question"], r["answer"], r["type"], f"c{i}", "kestrel") for i, r in enumerate(rows)]
 
 

@@ -20,8 +20,8 @@ from hangjia.stages.pretrain import pretrain
 from hangjia.stages.select import select
 from hangjia.stages.synth import synth
 from hangjia.stages.train import train
+from tests.paths import KESTREL_DOCS
 
-KESTREL = Path(__file__).resolve().parents[2] / "examples" / "kestrel"
 QUIET = Console(quiet=True)
 
 
@@ -31,7 +31,7 @@ def cfg(tiny_model_dir, tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
     for name in ("dishwasher_error_codes.md", "spare_parts_prices.csv", "warranty_policy.md"):
-        (docs / name).write_bytes((KESTREL / "docs" / name).read_bytes())
+        (docs / name).write_bytes((KESTREL_DOCS / name).read_bytes())
     cfg = ProjectConfig(docs=docs)
     cfg.train.base_model = str(tiny_model_dir)
     cfg.train.max_steps = 1

@@ -15,8 +15,9 @@ from hangjia.core.config import TrainConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.train import distributed
 from hangjia.train.distributed import check_accelerate_config, launch_command, main, per_device_batch, run_distributed
+from tests.paths import REPO
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "distributed"
+DEPLOY = REPO / "deploy" / "distributed"
 
 # Answers of different lengths, so a batch of 4 and two batches of 2 are padded differently.
 PAIRS = [

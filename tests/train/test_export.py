@@ -15,6 +15,7 @@ from hangjia.core.errors import HangjiaError
 from hangjia.llm.models import embedded_base_dir, load_causal_lm, load_tokenizer
 from hangjia.train import export
 from hangjia.train.export import export_model, open_gguf, to_gguf, verify_gguf
+from tests.paths import KESTREL_DOCS
 
 PROMPTS = [
     "The drain pump on the Kestrel washer",
@@ -230,7 +231,7 @@ def test_hangjia_export_writes_the_domain_model_of_a_workspace(tmp_path):
     torch.set_num_threads(1)
     docs = tmp_path / "docs"
     docs.mkdir()
-    kestrel = Path(__file__).resolve().parents[2] / "examples" / "kestrel" / "docs"
+    kestrel = KESTREL_DOCS
     (docs / "faq.md").write_bytes((kestrel / "faq.md").read_bytes())
     cfg = ProjectConfig(docs=docs)
     cfg.train.base_model = str(_tiny_llama(tmp_path / "base"))
