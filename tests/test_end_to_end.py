@@ -62,7 +62,7 @@ def project(tmp_path_factory) -> dict[str, Path]:
     config = root / "hangjia.yaml"
     config.write_text(
         "docs: docs\n"
-        # Retrieval-aware examples (long prompts) are covered with a tiny model in test_pipeline.py.
+        # Retrieval-aware examples (long prompts) are covered with a tiny model in tests/stages/test_build.py.
         "select:\n  paraphrases: 1\n  raft: false\n  general_ratio: 0.1\n  general_prompts: general.jsonl\n"
         "train:\n  max_steps: 24\n  batch_size: 4\n  learning_rate: 0.001\n  max_length: 128\n"
         "eval:\n  questions: questions.jsonl\n  max_new_tokens: 24\n"

@@ -1,4 +1,4 @@
-"""The release gate on results in eval_stage.evaluate's shape: pass, fail, unmeasured metrics, usage errors."""
+"""The release gate on results in the shape stages/eval.py writes: pass, fail, unmeasured metrics, usage errors."""
 
 from __future__ import annotations
 

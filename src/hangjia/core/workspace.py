@@ -3,12 +3,9 @@
 ```
 WS/
   hangjia.yaml      optional project config (`hangjia init` writes a commented one)
-  datasets/         versioned Parquet datasets (documents, chunks, pairs), see data/datasets.py
-  ingest/           report.json (counts, skipped files with reasons, dataset versions made)
-  index/            BM25 index over the chunks (chunks.jsonl + bm25s files)
-  synth/            pairs.jsonl (all), train.jsonl, val.jsonl, report.json
-  train/            adapter/ (PEFT, safetensors), trainer_log.jsonl
-  eval/             results.json, answers.jsonl
+  datasets/         versioned Parquet datasets (documents, chunks, pairs), see corpus/datasets.py
+  cache/            teacher and judge replies (SQLite), so a rerun sends nothing
+  <stage>/          one folder per stage in STAGES, e.g. train/adapter, eval/results.json (README: workspace layout)
   .staging/         stage outputs being written; moved into place only when complete
 ```
 Every stage directory holds a `manifest.json` (fingerprint of inputs + config, resolved config,
@@ -32,7 +29,8 @@ from typing import Any
 
 from hangjia.core.errors import HangjiaError
 
-STAGES = ("ingest", "index", "synth", "train", "eval")
+# Every stage folder a workspace may hold, in the order `hangjia build` and the side commands make them.
+STAGES = ("ingest", "index", "synth", "select", "pretrain", "train", "dpo", "reward", "tune", "export", "eval")
 _TRACKED_PACKAGES = ("hangjia", "torch", "transformers", "trl", "peft", "bm25s")
 
 

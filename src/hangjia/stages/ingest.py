@@ -21,7 +21,7 @@ from hangjia.stages.reporting import done, progress_bar, skipped
 
 def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
     """Load every document under cfg.docs, clean, dedup and chunk it with provenance, streamed in batches so memory
-    stays bounded for corpora larger than RAM (see data/ingest.py); failures are skipped and reported."""
+    stays bounded for corpora larger than RAM (see corpus/ingest.py); failures are skipped and reported."""
     from hangjia.corpus.documents import iter_files
     from hangjia.corpus.ingest import ingest_documents
 
