@@ -52,3 +52,25 @@ def build_tiny_model(out: Path, corpus: list[str], seed: int = 0) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def tiny_train_config(**overrides):
+    """The train section the SFT unit tests share: a small LoRA on q/v, no dropout or warmup (so runs compare
+    exactly), a high learning rate (a tiny model learns in a few steps), packing off unless a test turns it on."""
+    from hangjia.core.config import TrainConfig
+
+    settings = dict(
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "v_proj"],
+        learning_rate=5e-2,
+        epochs=1,
+        max_steps=-1,
+        batch_size=4,
+        warmup_ratio=0.0,
+        max_length=256,
+        seed=0,
+        packing=False,
+    )
+    return TrainConfig(**{**settings, **overrides})

@@ -4,28 +4,14 @@ import pytest
 import torch
 from trl import SFTTrainer
 
-from hangjia.core.config import TrainConfig
 from hangjia.train.sft import AnswerLossSFTTrainer, build_trainer
+from tests.tiny_models import tiny_train_config
 
 PAIRS = [(f"What does fault code E{i} mean on model KD-{i * 7}?", f"Fault {i}: drain pump blocked.") for i in range(8)]
 
 
 def _args(**over):
-    base = dict(
-        lora_r=4,
-        lora_alpha=8,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "v_proj"],
-        learning_rate=5e-2,
-        epochs=1,
-        max_steps=-1,
-        batch_size=4,
-        warmup_ratio=0.0,
-        max_length=256,
-        seed=0,
-        packing=False,
-    )
-    return TrainConfig(**{**base, **over})
+    return tiny_train_config(**over)
 
 
 def _loss_and_grads(trainer, compute, batch, **kwargs):

@@ -16,6 +16,7 @@ from hangjia.core.errors import HangjiaError
 from hangjia.train import distributed
 from hangjia.train.distributed import check_accelerate_config, launch_command, main, per_device_batch, run_distributed
 from tests.paths import REPO
+from tests.tiny_models import tiny_train_config
 
 DEPLOY = REPO / "deploy" / "distributed"
 
@@ -26,19 +27,11 @@ PAIRS = [
 ]
 VAL = PAIRS[28:]
 TOLERANCE = 1e-4
-ARGS = TrainConfig(
-    lora_r=4,
-    lora_alpha=8,
-    lora_dropout=0.0,  # dropout masks of one batch of 4 and of two batches of 2 differ; off, both compute alike
-    target_modules=["q_proj", "v_proj"],
-    learning_rate=5e-2,
-    epochs=1,
+# Dropout is off (tiny_train_config): masks of one batch of 4 and of two batches of 2 differ; off, both compute alike.
+ARGS = tiny_train_config(
     max_steps=6,  # 6 steps × 4 = 24 of the 28 training pairs: one epoch, no ragged last batch
     batch_size=4,  # global: 1 process × 4, or 2 processes × 2
-    warmup_ratio=0.0,
     max_length=128,
-    seed=0,
-    packing=False,
 )
 
 

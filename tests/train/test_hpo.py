@@ -10,25 +10,12 @@ from hangjia.core.config import TrainConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.train import hpo
 from hangjia.train.hpo import STUDY_NAME, SearchSpace, current_params, tune
+from tests.tiny_models import tiny_train_config
 
 PAIRS = [(f"What does fault code E{i} mean?", f"Fault {i}: drain pump blocked.") for i in range(32)]
 TRAIN, VAL = PAIRS[:24], PAIRS[24:]  # 24 pairs / batch 4 = 6 steps an epoch; evaluated at steps 2, 4, 6
 
-BASE = TrainConfig(
-    lora_r=4,
-    lora_alpha=8,
-    lora_dropout=0.0,
-    target_modules=["q_proj", "v_proj"],
-    learning_rate=1e-3,
-    epochs=1,
-    max_steps=-1,
-    batch_size=4,
-    warmup_ratio=0.0,
-    max_length=128,
-    seed=0,
-    packing=False,
-    eval_steps=2,
-)
+BASE = tiny_train_config(learning_rate=1e-3, max_length=128, eval_steps=2)
 SPACE = SearchSpace(learning_rate=(1e-7, 1e-1), lora_r=[2, 4], lora_alpha_ratio=[1.0, 2.0], epochs=[1.0])
 SANE = {"learning_rate": 5e-2, "lora_alpha_ratio": 2.0, "epochs": 1.0}
 # Trials 0 and 1 learn; trial 2's learning rate is so low that its loss at the first evaluation is still the

@@ -2,7 +2,6 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from hangjia.core.config import TrainConfig
 from hangjia.train.packing import (
     PackingCollator,
     block_causal_mask,
@@ -11,6 +10,7 @@ from hangjia.train.packing import (
     shared_prefix_length,
 )
 from hangjia.train.sft import build_trainer
+from tests.tiny_models import tiny_train_config
 
 FIRST = list(range(5, 25))
 SECOND = list(range(30, 41))
@@ -21,21 +21,7 @@ PAIRS = [
 
 
 def _args(**over):
-    base = dict(
-        lora_r=4,
-        lora_alpha=8,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "v_proj"],
-        learning_rate=5e-2,
-        epochs=1,
-        max_steps=2,
-        batch_size=4,
-        warmup_ratio=0.0,
-        max_length=512,
-        seed=0,
-        packing=False,
-    )
-    return TrainConfig(**{**base, **over})
+    return tiny_train_config(**{"max_steps": 2, "max_length": 512, **over})
 
 
 def test_pack_rows_uses_few_even_rows_within_max_length():

@@ -4,30 +4,16 @@ import pytest
 import torch
 from transformers.utils import is_torch_bf16_available_on_device
 
-from hangjia.core.config import TrainConfig
 from hangjia.llm.generation import Engine, GenerationParams
 from hangjia.train import sft
 from hangjia.train.sft import build_trainer, train_lora_sft
+from tests.tiny_models import tiny_train_config
 
 PAIRS = [(f"What does fault code E{i} mean?", f"Fault {i}: drain pump blocked.") for i in range(12)]
 
 
 def _args(**over):
-    base = dict(
-        lora_r=4,
-        lora_alpha=8,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "v_proj"],
-        learning_rate=5e-2,
-        epochs=4,
-        max_steps=-1,
-        batch_size=4,
-        warmup_ratio=0.0,
-        max_length=512,
-        seed=0,
-        packing=False,
-    )
-    return TrainConfig(**{**base, **over})
+    return tiny_train_config(**{"epochs": 4, "max_length": 512, **over})
 
 
 def test_loss_is_only_on_the_answer_tokens(tiny_model_dir, tmp_path):

@@ -8,27 +8,13 @@ from hangjia.core.config import TrainConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.llm.generation import Engine
 from hangjia.train.sft import build_trainer, sft_settings, train_lora_sft
+from tests.tiny_models import tiny_train_config
 
 PAIRS = [(f"What does fault code E{i} mean?", f"Fault {i}: drain pump blocked.") for i in range(12)]
 
 
 def _args(**over):
-    base = dict(
-        lora_r=4,
-        lora_alpha=8,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "v_proj"],
-        learning_rate=5e-2,
-        epochs=4,
-        max_steps=-1,
-        batch_size=4,
-        warmup_ratio=0.0,
-        max_length=256,
-        seed=0,
-        packing=False,
-        num_virtual_tokens=8,
-    )
-    return TrainConfig(**{**base, **over})
+    return tiny_train_config(**{"epochs": 4, "num_virtual_tokens": 8, **over})
 
 
 @pytest.fixture(autouse=True)

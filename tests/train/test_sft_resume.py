@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hangjia.core.config import TrainConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.train.sft import _StepLog, latest_checkpoint, train_lora_sft
+from tests.tiny_models import tiny_train_config
 
 PAIRS = [(f"What does fault code E{i} mean?", f"Fault {i}: drain pump blocked.") for i in range(12)]
 OTHER = [(f"How long is the warranty on model W{i}?", f"Model W{i} carries {i + 2} years.") for i in range(4)]
@@ -30,21 +30,7 @@ train_lora_sft(Path(spec["base"]), spec["train"], [], Path(spec["out"]), args, o
 
 
 def _args(**over):
-    base = dict(
-        lora_r=4,
-        lora_alpha=8,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "v_proj"],
-        learning_rate=5e-2,
-        epochs=10,
-        max_steps=8,
-        batch_size=4,
-        warmup_ratio=0.0,
-        max_length=512,
-        seed=0,
-        packing=False,
-    )
-    return TrainConfig(**{**base, **over})
+    return tiny_train_config(**{"epochs": 10, "max_steps": 8, "max_length": 512, **over})
 
 
 def _log(path):
