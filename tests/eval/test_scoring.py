@@ -40,6 +40,8 @@ def test_chinese_answers_are_scored_not_matched_by_anything():
     assert is_correct("E24表示排水泵堵塞了。", "排水泵堵塞", [], "lookup")
     assert is_correct("排水泵堵塞", "排水泵堵塞", ["drain pump blocked"], "lookup")
     assert not matches("泵", "排水泵", [])  # containment is whole-word: one character of the answer is not it
+    assert matches("答：LS-80A", "LS-80A", []) and matches("Answer:KP-2210", "KP-2210", [])
+    assert matches("Opens at 08:30.", "08:30", []) and not matches("Opens at 08:30.", "08", [])
 
 
 def test_a_reference_that_normalises_to_nothing_matches_nothing():

@@ -31,12 +31,14 @@ _CJK_CHAR = re.compile(f"([{CJK_RANGES}])")
 
 def normalize(text: str) -> str:
     """An answer reduced for comparison: NFKC, lower case, no thousands commas, only a-z 0-9 . + / : and CJK
-    characters kept (the point only as a decimal point), single spaces; each CJK character stands apart, as a word
-    of its own, since Chinese and Japanese write no spaces: "排水泵堵塞" -> "排 水 泵 堵 塞", so containment works
-    whole-token as it does for English. The sample domain's scoring rules (examples/kestrel/README.md)."""
+    characters kept (the point only as a decimal point, the colon only between digits), single spaces; each CJK
+    character stands apart, as a word of its own, since Chinese and Japanese write no spaces: "排水泵堵塞" ->
+    "排 水 泵 堵 塞", so containment works whole-token as it does for English. The sample domain's scoring rules
+    (examples/kestrel/README.md)."""
     text = join_thousands(unicodedata.normalize("NFKC", text).lower())
     text = re.sub(rf"[^a-z0-9.+/:{CJK_RANGES}]+", " ", text)
     text = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", text)  # keep only decimal points
+    text = re.sub(r"(?<!\d):|:(?!\d)", " ", text)  # and colons only in times (10:30): "答：LS-80A" is an answer
     text = _CJK_CHAR.sub(r" \1 ", text)
     return " ".join(text.split())
 
