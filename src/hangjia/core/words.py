@@ -18,6 +18,17 @@ HAN_KANA_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U0002000
 HANGUL_RANGES = "\uac00-\ud7af"
 CJK_RANGES = HAN_KANA_RANGES + HANGUL_RANGES
 
+_HAN_KANA = re.compile(f"[{HAN_KANA_RANGES}]")
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def is_chinese(text: str) -> bool:
+    """Whether `text` is written in Chinese: at least two Han (or kana) characters, and at least a third of its
+    letters ("LS-60A的保修期是多久？" is; "What does 排水 mean?" is not)."""
+    han = len(_HAN_KANA.findall(text))
+    return han >= 2 and 3 * han >= len(_LETTER.findall(text))
+
+
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
