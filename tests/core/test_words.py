@@ -15,4 +15,4 @@ def test_stopword_sets_are_pinned():
 
 def test_thousands_and_normalize():
     assert join_thousands("1,500 and 12,3456 and 1,234,567") == "1500 and 12,3456 and 1234567"
-    assert normalize("Ｋestrel KP-2210: 1,500.00 EUR.") == "kestrel kp 2210: 1500.00 eur"
+    assert normalize("Ｋestrel KP-2210: 1,500.00 EUR.") == "kestrel kp 2210 1500.00 eur"

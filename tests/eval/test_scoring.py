@@ -12,6 +12,7 @@ from hangjia.eval.scoring import abstains, is_correct, matches, normalize, rouge
         ("1,500 EUR", "1500 eur"),
         ("It costs 38.50.", "it costs 38.50"),
         ("ＫＰ２２１０", "kp2210"),  # NFKC folds full-width characters
+        ("错误代码E24表示排水泵堵塞。", "错 误 代 码 e24 表 示 排 水 泵 堵 塞"),  # each CJK character a word of its own
     ],
 )
 def test_normalize_follows_the_sample_rules(raw, norm):
@@ -30,6 +31,31 @@ def test_unanswerable_needs_abstention_and_abstention_is_wrong_elsewhere():
     assert not is_correct("About 12 kg.", "unanswerable", [], "unanswerable")
     assert abstains("That is not mentioned in the documents")
     assert not is_correct("I don't know", "38.50 EUR", [], "numeric")
+
+
+def test_chinese_answers_are_scored_not_matched_by_anything():
+    # Before CJK survived normalisation, both sides normalised to "" and any Chinese reply matched any answer.
+    assert not is_correct("我不知道", "排水泵堵塞", [], "lookup")
+    assert not is_correct("进水阀故障", "排水泵堵塞", [], "lookup")
+    assert is_correct("E24表示排水泵堵塞了。", "排水泵堵塞", [], "lookup")
+    assert is_correct("排水泵堵塞", "排水泵堵塞", ["drain pump blocked"], "lookup")
+    assert not matches("泵", "排水泵", [])  # containment is whole-word: one character of the answer is not it
+    assert matches("答：LS-80A", "LS-80A", []) and matches("Answer:KP-2210", "KP-2210", [])
+    assert matches("Opens at 08:30.", "08:30", []) and not matches("Opens at 08:30.", "08", [])
+
+
+def test_a_reference_that_normalises_to_nothing_matches_nothing():
+    assert not matches("", "—", [])
+    assert not matches("anything at all", "…", ["?"])
+
+
+def test_chinese_abstentions_are_recognised():
+    assert abstains("文档中没有说明。")
+    assert abstains("我不知道。")
+    assert abstains("The documents do not say.")
+    assert is_correct("资料中未提及该型号的价格。", "unanswerable", [], "unanswerable")
+    assert not abstains("排水泵堵塞")
+    assert not abstains("The status is unknowable")  # markers are whole words, not substrings
 
 
 # ---- token F1 and ROUGE-L -----------------------------------------------------------------------------------------

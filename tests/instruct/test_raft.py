@@ -6,12 +6,12 @@ import re
 
 import pytest
 
-from hangjia.core.prompts import SYSTEM_PROMPT, with_context
+from hangjia.core.prompts import ABSTENTION, SYSTEM_PROMPT, with_context
 from hangjia.core.words import normalize
 from hangjia.corpus.chunk import Chunk
 from hangjia.corpus.index import BM25Index
 from hangjia.eval.scoring import abstains
-from hangjia.instruct.raft import ABSTENTION, raft_examples
+from hangjia.instruct.raft import raft_examples
 from hangjia.instruct.synth import QAPair, is_grounded
 
 TEXTS = {

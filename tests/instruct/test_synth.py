@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from hangjia.core.words import is_chinese
 from hangjia.corpus.chunk import chunk_documents
 from hangjia.corpus.documents import LOADERS, Document, load_documents
 from hangjia.instruct.synth import GENERATORS, QAPair, extract_pairs, is_grounded
-from tests.paths import KESTREL_DOCS
+from tests.paths import KESTREL_DOCS, LANSHAN
 
 
 def make_doc(source: str, text: str) -> Document:
@@ -177,3 +178,22 @@ def test_kestrel_specific_facts(kestrel):
     assert got["Which model number is the Kestrel Quietline?"] == "DW-4500"
     # The superseded revision A says 1,000 mm, revision B 900 mm: that blank is not asked at all.
     assert not [q for q, a in got.items() if a in ("900 mm", "1,000 mm") and "between 400 mm and ___" in q]
+
+
+def test_chinese_patterns_are_asked_in_chinese():
+    table = pairs_for("spec.md", "# 规格\n\n| 型号 | 额定功率 | 容量 |\n|---|---|---|\n| LS-60A | 2 千瓦 | 60 升 |\n")
+    assert qa(table, "table")["LS-60A的额定功率是什么？"] == "2 千瓦"
+    text = "# 安装指南\n\n## 排烟管\n\n排烟管的最大长度为3米，弯头不超过两个。请由专业人员安装。\n"
+    question = "根据《安装指南》“排烟管”一节，“排烟管的最大长度为___，弯头不超过两个。”中空缺的数值是多少？"
+    assert qa(pairs_for("guide.md", text), "numeric") == {question: "3米"}
+
+
+def test_the_chinese_sample_domain_gives_grounded_chinese_questions():
+    docs = load_documents(LANSHAN / "docs")[0]
+    chunks = chunk_documents(docs)
+    pairs = extract_pairs(docs, chunks)
+    by_id = {c.id: c for c in chunks}
+    assert len(pairs) > 300
+    assert sum(is_chinese(p.question) for p in pairs) >= 0.9 * len(pairs)
+    assert {"table", "record", "numeric"} <= {p.kind for p in pairs}
+    assert all(is_grounded(p.answer, by_id[p.chunk_id].text) for p in pairs if p.kind != "heading")

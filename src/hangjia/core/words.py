@@ -18,6 +18,17 @@ HAN_KANA_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U0002000
 HANGUL_RANGES = "\uac00-\ud7af"
 CJK_RANGES = HAN_KANA_RANGES + HANGUL_RANGES
 
+_HAN_KANA = re.compile(f"[{HAN_KANA_RANGES}]")
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def is_chinese(text: str) -> bool:
+    """Whether `text` is written in Chinese: at least two Han (or kana) characters, and at least a third of its
+    letters ("LS-60A的保修期是多久？" is; "What does 排水 mean?" is not)."""
+    han = len(_HAN_KANA.findall(text))
+    return han >= 2 and 3 * han >= len(_LETTER.findall(text))
+
+
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
@@ -26,12 +37,20 @@ def join_thousands(text: str) -> str:
     return _THOUSANDS_COMMA.sub("", text)
 
 
+_CJK_CHAR = re.compile(f"([{CJK_RANGES}])")
+
+
 def normalize(text: str) -> str:
-    """An answer reduced for comparison: NFKC, lower case, no thousands commas, only a-z 0-9 . + / : kept (the
-    point only as a decimal point), single spaces. The sample domain's scoring rules (examples/kestrel/README.md)."""
+    """An answer reduced for comparison: NFKC, lower case, no thousands commas, only a-z 0-9 . + / : and CJK
+    characters kept (the point only as a decimal point, the colon only between digits), single spaces; each CJK
+    character stands apart, as a word of its own, since Chinese and Japanese write no spaces: "排水泵堵塞" ->
+    "排 水 泵 堵 塞", so containment works whole-token as it does for English. The sample domain's scoring rules
+    (examples/kestrel/README.md)."""
     text = join_thousands(unicodedata.normalize("NFKC", text).lower())
-    text = re.sub(r"[^a-z0-9.+/:]+", " ", text)
+    text = re.sub(rf"[^a-z0-9.+/:{CJK_RANGES}]+", " ", text)
     text = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", text)  # keep only decimal points
+    text = re.sub(r"(?<!\d):|:(?!\d)", " ", text)  # and colons only in times (10:30): "答：LS-80A" is an answer
+    text = _CJK_CHAR.sub(r" \1 ", text)
     return " ".join(text.split())
 
 

@@ -27,19 +27,35 @@ ABSTAIN_MARKERS = (
     "unknown",
     "i don t know",
     "do not know",
+    "documents do not say",
+    # Chinese: "I don't know", "(the documents) do not say / mention", "no relevant information", "cannot answer".
+    "不知道",
+    "没有说明",
+    "未说明",
+    "没有提到",
+    "未提及",
+    "没有提及",
+    "没有相关信息",
+    "无相关信息",
+    "无法回答",
+    "文档中没有",
+    "文档没有",
 )
+_MARKERS = tuple(f" {normalize(m)} " for m in ABSTAIN_MARKERS)
 
 
 def abstains(prediction: str) -> bool:
-    norm = normalize(prediction)
-    return any(marker in norm for marker in ABSTAIN_MARKERS)
+    """The prediction says the answer is not known or not in the documents (English or Chinese)."""
+    norm = f" {normalize(prediction)} "
+    return any(marker in norm for marker in _MARKERS)
 
 
 def matches(prediction: str, answer: str, aliases: list[str]) -> bool:
-    """Exact match after normalisation, or any reference as a whole-token substring of the prediction."""
+    """Exact match after normalisation, or any reference as a whole-token substring of the prediction. A reference
+    that normalises to nothing matches nothing (it would otherwise equal every prediction that does too)."""
     pred = normalize(prediction)
-    refs = [normalize(r) for r in [answer, *aliases] if normalize(r)]
-    return pred == normalize(answer) or any(f" {ref} " in f" {pred} " for ref in refs)
+    refs = [ref for ref in (normalize(r) for r in [answer, *aliases]) if ref]
+    return any(pred == ref or f" {ref} " in f" {pred} " for ref in refs)
 
 
 def is_correct(prediction: str, answer: str, aliases: list[str], qtype: str) -> bool:

@@ -10,6 +10,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from hangjia.core.words import is_chinese
 from hangjia.corpus.chunk import Chunk
 from hangjia.corpus.documents import Document
 from hangjia.instruct.grounding import MAX_ANSWER_WORDS, word_count
@@ -181,6 +182,18 @@ def _short(definition: str) -> str:
     return definition.capitalize() if definition.isupper() else definition
 
 
+# "E1表示点火失败", "LS-60A是一款储水式电热水器": a Chinese "X means Y" / "X is Y" (the term without Han characters
+# or short, so a whole clause is not taken for a term).
+_ZH_MEANS = re.compile(
+    r"^(?P<term>[A-Za-z0-9][\w-]{0,15}|[^\s，。；：]{2,8})(?:表示|代表|是指|指的是|意为)(?P<def>[^，。；]{2,40})"
+)
+_DEFINITION_TEMPLATES = ((_MEANS, "What does {} mean?"), (_IS_A, "What is {}?"), (_ZH_MEANS, "{}是什么意思？"))
+
+
+def _what_does_it_mean(term: str, answer: str) -> str:
+    return f"{term}是什么意思？" if is_chinese(answer) else f"What does {term} mean?"
+
+
 def definition_pairs(doc: Document, chunks: list[Chunk]) -> Iterable[Candidate]:
     """ "E24 – Drain pump blocked", "Term: definition", "X means Y", "X is a Y"."""
     if doc.format in RECORD_FORMATS:
@@ -190,7 +203,7 @@ def definition_pairs(doc: Document, chunks: list[Chunk]) -> Iterable[Candidate]:
         for unit in prose_units(doc, chunk):
             if m := _CODE_DEF.match(unit):
                 answer = _short(first_sentences(m["def"], min_words=0))
-                yield chunk, "definition", f"What does {m['term']} mean?", answer
+                yield chunk, "definition", _what_does_it_mean(m["term"], answer), answer
                 continue
             if is_heading(unit, chunk.section):
                 continue  # a heading line is not a definition
@@ -199,7 +212,7 @@ def definition_pairs(doc: Document, chunks: list[Chunk]) -> Iterable[Candidate]:
                 answer = first_sentences(m["def"], min_words=4)
                 yield chunk, "definition", ask_in(phrase(term), where), answer
             for sentence in split_sentences(unit):
-                for pattern, template in ((_MEANS, "What does {} mean?"), (_IS_A, "What is {}?")):
+                for pattern, template in _DEFINITION_TEMPLATES:
                     m = pattern.match(sentence)
                     if m and m["term"].split()[0].lower() not in _NOT_TERMS:
                         yield chunk, "definition", template.format(m["term"]), _short(m["def"])
@@ -213,6 +226,18 @@ _UNITS = (
 _MEASURE = re.compile(rf"(?<![\w.,/:-])(?:€\s?)?(?:{_NUM})(?:\s?[–-]\s?(?:{_NUM}))?\s?(?:{_UNITS})(?![\w/])")
 
 
+# Chinese units; the value may follow a Han character ("功率为2千瓦"), which \w would count as part of a word.
+_UNITS_ZH = (
+    r"毫米|厘米|千米|米|千瓦时|千瓦|瓦|升/分钟|毫升|升|摄氏度|℃|兆帕|千帕|千克|公斤|克|元|个月|年|周|天|小时|分钟|秒"
+    r"|伏|安|赫兹|分贝"
+)
+_MEASURE_ZH = re.compile(rf"(?<![A-Za-z0-9.,/:-])(?:{_NUM})(?:\s?[–~～-]\s?(?:{_NUM}))?\s?(?:{_UNITS_ZH})")
+
+
+def _measures(sentence: str) -> list[re.Match]:
+    return list(_MEASURE_ZH.finditer(sentence) if is_chinese(sentence) else _MEASURE.finditer(sentence))
+
+
 def numeric_pairs(doc: Document, chunks: list[Chunk]) -> Iterable[Candidate]:
     """A sentence with a number and unit becomes a fill-in-the-blank question whose answer is that value."""
     if doc.format == "csv":
@@ -221,13 +246,17 @@ def numeric_pairs(doc: Document, chunks: list[Chunk]) -> Iterable[Candidate]:
     for chunk in chunks:
         section = clean_title(chunk.section)
         where = f'{title}, section "{section}"' if section and section != title else title
+        where_zh = f"《{title}》“{section}”一节" if section and section != title else f"《{title}》"
         for unit in prose_units(doc, chunk):
             for sentence in split_sentences(unit):
                 if not 4 <= word_count(sentence) <= MAX_ANSWER_WORDS:
                     continue
-                for m in list(_MEASURE.finditer(sentence))[:2]:
+                for m in _measures(sentence)[:2]:
                     blanked = f"{sentence[: m.start()]}___{sentence[m.end() :]}"
-                    question = f'According to {where}, what is the missing value in: "{blanked}"?'
+                    if is_chinese(sentence):
+                        question = f"根据{where_zh}，“{blanked}”中空缺的数值是多少？"
+                    else:
+                        question = f'According to {where}, what is the missing value in: "{blanked}"?'
                     yield chunk, "numeric", question, m.group()
 
 
@@ -243,7 +272,9 @@ def heading_pairs(doc: Document, chunks: list[Chunk]) -> Iterable[Candidate]:
             continue
         units = [u for u in prose_units(doc, chunk) if not is_heading(u, sec.title)]
         first = first_sentences(units[0], min_words=0) if units else ""
-        if first.endswith(".") and 5 <= word_count(first) <= MAX_ANSWER_WORDS:
+        if first.endswith("。") and 5 <= word_count(first) <= MAX_ANSWER_WORDS:
+            yield chunk, "heading", f"《{title}》中“{heading}”一节讲了什么？", first
+        elif first.endswith(".") and 5 <= word_count(first) <= MAX_ANSWER_WORDS:
             yield chunk, "heading", f'What does the section "{heading}" of {title} cover?', first
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 
-from hangjia.core.words import GROUNDING_STOPWORDS
+from hangjia.core.words import GROUNDING_STOPWORDS, HAN_KANA_RANGES
 
 MAX_ANSWER_WORDS = 40
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _TOKEN = re.compile(r"[^\W_]+")
+_CJK_RUN = re.compile(f"[{HAN_KANA_RANGES}]+")
 
 
 def numbers(text: str) -> set[str]:
@@ -17,7 +18,23 @@ def numbers(text: str) -> set[str]:
 
 
 def tokens(text: str) -> list[str]:
-    return _TOKEN.findall(text.lower())
+    """Lower-case words; a run of Chinese (or Japanese) characters, which has no spaces to split on, as its
+    overlapping character pairs ("排水泵" -> "排水", "水泵"; a lone character stays itself)."""
+    text = text.lower()
+    out: list[str] = []
+    last = 0
+    for run in _CJK_RUN.finditer(text):
+        out += _TOKEN.findall(text[last : run.start()])
+        chars = run.group()
+        out += [chars] if len(chars) == 1 else [chars[i : i + 2] for i in range(len(chars) - 1)]
+        last = run.end()
+    return out + _TOKEN.findall(text[last:])
+
+
+def _is_content(word: str) -> bool:
+    if _CJK_RUN.fullmatch(word):
+        return True  # a character pair carries meaning as an English word of three letters does
+    return len(word) > 2 and word not in GROUNDING_STOPWORDS and not word.isdigit()
 
 
 def is_grounded(answer: str, passage: str) -> bool:
@@ -25,11 +42,13 @@ def is_grounded(answer: str, passage: str) -> bool:
     if not answer.strip() or not numbers(answer) <= numbers(passage):
         return False
     seen = set(tokens(passage))
-    content = [w for w in tokens(answer) if len(w) > 2 and w not in GROUNDING_STOPWORDS and not w.isdigit()]
+    content = [w for w in tokens(answer) if _is_content(w)]
     if not content:  # "H4", "D", "12 h": numbers are checked above, the rest must appear as tokens
         return all(t in seen for t in tokens(answer))
     return sum(w in seen for w in content) >= 0.7 * len(content)
 
 
 def word_count(text: str) -> int:
-    return len(text.split())
+    """Words of an answer; each Chinese or Japanese character counts as one (those scripts put no spaces)."""
+    cjk = sum(len(run) for run in _CJK_RUN.findall(text))
+    return len(_CJK_RUN.sub(" ", text).split()) + cjk

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hangjia.core.words import is_chinese
 from hangjia.corpus.chunk import Chunk
 from hangjia.corpus.documents import Document
 from hangjia.corpus.text import decode
@@ -153,6 +154,8 @@ def _answer(triple: Triple) -> str:
 
 
 def _question(relation: str, label: str) -> str:
+    if is_chinese(f"{relation} {label}"):
+        return ask(relation, label)  # "X的价格是什么？"
     if _TRAILING_PREPOSITION.search(relation):  # "located in" -> "What is KSC-01 located in?"
         return f"What is {label} {relation}?"
     if re.search(r"(us|is|ss)$", relation):  # "status", "basis": singular, though ask() would say "are"
@@ -281,7 +284,8 @@ def _multi_hop(
             last = second[0]
             if _norm(last.object) == key[0]:
                 continue  # back to where it started
-            label = f"the {r1} of {labels[group[0].subject]}"
+            subject = labels[group[0].subject]
+            label = f"{subject}的{r1}" if is_chinese(f"{r1} {subject}") else f"the {r1} of {subject}"
             question = _question(_relation(last.relation)[0], label)
             pairs.append(QAPair(question, _answer(last), "multi_hop", last.chunk_id, last.source, generator="kg"))
     return pairs

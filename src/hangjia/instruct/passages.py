@@ -12,7 +12,7 @@ from hangjia.instruct.grounding import MAX_ANSWER_WORDS, word_count
 
 Line = tuple[int, int, str]  # (start, end, text) in Document.text
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|(?<=[。！？；])\s*(?=\S)")  # Chinese: no space after
 _ABBREVIATION = re.compile(r"\b(?:max|min|approx|ca|e\.g|i\.e|etc|nr|rev|doc|fig|incl|excl|vs)\.$", re.I)
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(?:\[[ x]\]\s+)?")
 _SEPARATOR = re.compile(r"^[\s|:+]*[-=]{3,}[\s|:+=-]*$")  # "-----  -----" and "|---|---|"

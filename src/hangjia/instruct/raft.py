@@ -11,20 +11,16 @@ know instead of guessing from a passage that does not hold the answer. The user 
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
-from hangjia.core.prompts import SYSTEM_PROMPT, with_context
+from hangjia.core.prompts import abstention, with_context
 from hangjia.core.words import normalize
 from hangjia.corpus.chunk import Chunk
 from hangjia.instruct.grounding import is_grounded
 from hangjia.instruct.synth import QAPair
 
 Search = Callable[[str, int], list[Chunk]]
-
-# The words the system prompt asks for ('say "I don't know"'), so training teaches exactly what it asks.
-ABSTENTION = m[1] if (m := re.search(r'say "([^"]+)"', SYSTEM_PROMPT)) else "I don't know"
 
 
 def holds_answer(answer: str, text: str) -> bool:
@@ -67,7 +63,8 @@ def raft_examples(
     the search finds too few).
 
     With probability p_gold the gold chunk sits at a random position and the answer cites it ("... [2]");
-    otherwise the answer is ABSTENTION, unless a distractor holds the answer, which then counts as the gold.
+    otherwise the answer is the abstention in the question's language ("I don't know", "我不知道"), unless a
+    distractor holds the answer, which then counts as the gold.
     Returns the examples and the count of dropped pairs by reason.
     """
     if not 0 <= p_gold <= 1 or distractors < 1:
@@ -92,7 +89,7 @@ def raft_examples(
         else:
             cited = next((i for i, c in enumerate(passages) if holds_answer(pair.answer, c.text)), None)
         if cited is None:
-            answer, kind = ABSTENTION, "raft_abstain"
+            answer, kind = abstention(pair.question), "raft_abstain"  # what the system prompt asks for
         else:
             answer, kind = f"{pair.answer} [{cited + 1}]", "raft_gold"
         prompt = with_context(pair.question, passages)

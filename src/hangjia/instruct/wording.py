@@ -1,10 +1,13 @@
-"""How extracted questions are worded: clean titles, sentence-case phrases, and the question templates."""
+"""How extracted questions are worded: clean titles, sentence-case phrases, and the question templates.
+
+A question about Chinese fields or labels is asked in Chinese ("LS-60A的价格是什么？"), any other in English."""
 
 from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
 
+from hangjia.core.words import is_chinese
 from hangjia.corpus.documents import Document
 
 
@@ -33,14 +36,18 @@ def field_phrase(name: str) -> str:
 
 
 def ask(field: str, label: str) -> str:
-    """ "What is the price of X?", "What are the services of X?", "What you can do for E24?" """
+    """ "What is the price of X?", "What are the services of X?", "What you can do for E24?"; "X的价格是什么？" """
+    if is_chinese(f"{field} {label}"):
+        return f"{label}的{field}是什么？"
     if re.match(r"(what|how|which|when|where|who)\b", field, re.IGNORECASE):
         return f"{field[:1].upper()}{field[1:]} for {label}?"
     return f"What {'are' if re.search(r'[^s]s$', field) else 'is'} the {field} of {label}?"
 
 
 def ask_in(term: str, where: str) -> str:
-    """ "Pressure: what is the fill pressure?"; the section names the context the term lacks."""
+    """ "Pressure: what is the fill pressure?"; the section names the context the term lacks. "安装：排烟管是什么？" """
+    if is_chinese(f"{term} {where}"):
+        return f"{where}：{term}是什么？" if where and where != term else f"{term}是什么？"
     question = f"what {'are' if re.search(r'[^s]s$', term) else 'is'} the {term}?"
     return f"{where}: {question}" if where and where.lower() != term.lower() else question.capitalize()
 
