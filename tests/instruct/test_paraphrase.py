@@ -130,3 +130,17 @@ def test_teacher_rewrites_are_kept_only_when_faithful_and_new():
         ("What is the meaning of error E24 on a DW-4500?", "teacher", "42")
     ]
     assert drops == {"teacher_lost_code": 1, "teacher_unchanged": 1, "teacher_failed": 1}
+
+
+def test_chinese_questions_are_reworded_in_chinese_with_their_codes():
+    pairs = [
+        QAPair("LS-60A的额定功率是什么？", "2 千瓦", "table", "c1", "docs/product_overview.md"),
+        QAPair("E4的用户可做的处理是什么？", "需上门维修", "table", "c2", "docs/fault_codes.md"),
+    ]
+    out, drops = paraphrase_pairs(pairs, per_question=3, seed=0)
+    by_kind = {(p.kind, p.answer): p.question for p in out}
+    assert by_kind[("terse", "2 千瓦")] == "LS-60A 额定功率"
+    assert by_kind[("terse", "需上门维修")] == "E4 用户可做 处理"
+    colloquial = by_kind[("colloquial", "2 千瓦")]
+    assert colloquial.endswith(("LS-60A的额定功率是什么？", "谢谢！", "有谁知道吗？")) and "LS-60A" in colloquial
+    assert drops["typo_not_applicable"] == 2 and not drops["lost_code"]  # no rule makes a Chinese typo

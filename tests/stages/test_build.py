@@ -9,6 +9,7 @@ from rich.console import Console
 
 from hangjia.core.config import ProjectConfig
 from hangjia.core.errors import HangjiaError
+from hangjia.core.words import is_chinese
 from hangjia.core.workspace import Workspace
 from hangjia.stages.build import build
 from hangjia.stages.eval import evaluate
@@ -18,7 +19,7 @@ from hangjia.stages.select import select
 from hangjia.stages.synth import synth
 from hangjia.stages.train import train
 from hangjia.stages.tune import tune
-from tests.paths import KESTREL
+from tests.paths import KESTREL, LANSHAN
 
 
 @pytest.fixture
@@ -261,3 +262,30 @@ def test_tune_writes_results_and_best_config_and_a_rerun_adds_nothing(cfg, tmp_p
     assert len(rows) == 3 and best["lora_r"] in (4, 8) and best["max_steps"] == 2
     again = tune(ws, cfg, console)
     assert again["skipped"] and again["counts"]["ran_now"] == 0
+
+
+def test_build_on_the_chinese_sample_domain_speaks_chinese_throughout(tiny_model_dir, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("fault_codes.md", "spare_parts_prices.csv"):
+        (docs / name).write_bytes((LANSHAN / "docs" / name).read_bytes())
+    cfg = ProjectConfig(docs=docs)
+    cfg.train.base_model = str(tiny_model_dir)
+    cfg.train.max_steps = 2
+    cfg.train.max_length = 512
+    cfg.eval.questions = LANSHAN / "questions.jsonl"
+    cfg.eval.limit = 6
+    cfg.eval.max_new_tokens = 4
+    ws = Workspace(tmp_path / "ws")
+    build(ws, cfg, Console(quiet=True))
+    train_rows = [json.loads(line) for line in (ws.stage_dir("select") / "train.jsonl").read_text().splitlines()]
+    domain = [r for r in train_rows if r["generator"] != "general"]
+    assert sum(is_chinese(r["question"]) for r in domain) >= 0.9 * len(domain)
+    raft = [r for r in domain if r["generator"] == "raft"]
+    assert raft and all(r["prompt"].startswith("参考资料：\n[1] (") for r in raft)
+    assert all(r["prompt"].endswith(f"问题：{r['question']}") for r in raft)
+    assert {r["answer"] for r in raft if r["kind"] == "raft_abstain"} <= {"我不知道"}
+    leads = ("请问", "你好", "想问", "麻烦", "我想", "打扰")
+    assert any(r["generator"] == "paraphrase" and r["question"].startswith(leads) for r in domain)
+    results = json.loads((ws.stage_dir("eval") / "results.json").read_text())
+    assert results["retrieval"]["overall"]["n"] > 0 and len(results["conditions"]) == 4

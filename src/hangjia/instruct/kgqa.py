@@ -154,7 +154,7 @@ def _answer(triple: Triple) -> str:
 
 
 def _question(relation: str, label: str) -> str:
-    if is_chinese(f"{relation} {label}"):
+    if is_chinese(relation) or is_chinese(f"{relation} {label}"):
         return ask(relation, label)  # "X的价格是什么？"
     if _TRAILING_PREPOSITION.search(relation):  # "located in" -> "What is KSC-01 located in?"
         return f"What is {label} {relation}?"
@@ -285,7 +285,8 @@ def _multi_hop(
             if _norm(last.object) == key[0]:
                 continue  # back to where it started
             subject = labels[group[0].subject]
-            label = f"{subject}的{r1}" if is_chinese(f"{r1} {subject}") else f"the {r1} of {subject}"
+            chinese = is_chinese(r1) or is_chinese(f"{r1} {subject}")
+            label = f"{subject}的{r1}" if chinese else f"the {r1} of {subject}"
             question = _question(_relation(last.relation)[0], label)
             pairs.append(QAPair(question, _answer(last), "multi_hop", last.chunk_id, last.source, generator="kg"))
     return pairs

@@ -13,18 +13,20 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from hangjia.core.words import GROUNDING_STOPWORDS
+from hangjia.core.words import GROUNDING_STOPWORDS, HAN_KANA_RANGES, is_chinese
 from hangjia.instruct.synth import QAPair
 from hangjia.llm.teacher import Teacher
 
 STYLES = ("colloquial", "terse", "typo")
 
 _TERM = re.compile(r"[^\W_]+(?:[-./,][^\W_]+)*")  # "KP-2210", "38.50", "1,000", "v2.14", plain words
+_CJK_RUN = re.compile(f"[{HAN_KANA_RANGES}]+")
 
 
 def protected_terms(text: str) -> set[str]:
-    """The numbers and codes of a text, lower-cased: every term holding a digit ("kp-2210", "e24", "38.50")."""
-    return {t.lower() for t in _TERM.findall(text) if any(ch.isdigit() for ch in t)}
+    """The numbers and codes of a text, lower-cased: every term holding a digit ("kp-2210", "e24", "38.50"); Chinese
+    characters around a code are not part of it ("LS-60A的价格" protects "ls-60a")."""
+    return {t.lower() for t in _TERM.findall(_CJK_RUN.sub(" ", text)) if any(ch.isdigit() for ch in t)}
 
 
 def keeps_terms(original: str, rewrite: str) -> bool:
@@ -58,6 +60,15 @@ _CONTRACTIONS = (
 _MY = re.compile(r"^((?:On|In|For|With) )?(?:A|An|a|an) (?=\w)")
 
 
+# Chinese: a polite lead-in and tail; a keyword query drops the question words and 的.
+_LEADS_ZH = ("请问，{q}", "你好，{q}", "想问一下，{q}", "麻烦问下：{q}", "我想了解一下，{q}", "打扰一下，{q}")
+_TAILS_ZH = ("", "", "谢谢！", "有谁知道吗？")
+_ASK_ZH = re.compile(
+    r"请问|是什么意思|是什么|是多少|是哪个|是哪些|是哪|多少|什么|哪个|哪些|吗|呢"  # question words
+    r"|[？?。，,、：:“”\"《》（）()]"  # and punctuation
+)
+
+
 def _lower_first(text: str) -> str:
     word = text.split(" ", 1)[0]
     return text[:1].lower() + text[1:] if word[1:].islower() or len(word) == 1 else text
@@ -65,6 +76,8 @@ def _lower_first(text: str) -> str:
 
 def colloquial(question: str, rng: random.Random) -> str:
     """A conversational lead-in, contractions, "my" for a leading "a"; the question itself stays as it was."""
+    if is_chinese(question):
+        return rng.choice(_LEADS_ZH).format(q=question) + rng.choice(_TAILS_ZH)
     text = question
     for pattern, repl in _CONTRACTIONS:
         text = re.sub(pattern, repl, text)
@@ -77,6 +90,9 @@ def terse(question: str, rng: random.Random) -> str:
     """A keyword query: content words in order, lower-cased except codes, each once ("price drain pump assembly")."""
     if "___" in question:
         return ""  # a fill-in-the-blank question without its blank asks nothing
+    if is_chinese(question):  # "LS-60A的额定功率是什么？" -> "LS-60A 额定功率"
+        words = list(dict.fromkeys(_ASK_ZH.sub(" ", question).replace("的", " ").split()))
+        return " ".join(words) if len(words) >= 2 else ""
     words: list[str] = []
     for term in _TERM.findall(question):
         word = term if any(ch.isdigit() for ch in term) or term[1:] != term[1:].lower() else term.lower()
@@ -98,7 +114,10 @@ def _misspell(word: str, rng: random.Random) -> str:
 
 
 def typo(question: str, rng: random.Random) -> str:
-    """One or two typos in plain words of 4+ letters; numbers, codes ("KP-2210", "E24") and short words are kept."""
+    """One or two typos in plain words of 4+ letters; numbers, codes ("KP-2210", "E24") and short words are kept.
+    None in Chinese, whose typos are wrong characters of the same sound, which no rule here can pick."""
+    if is_chinese(question):
+        return ""
     spans = [
         m.span()
         for m in _TERM.finditer(question)

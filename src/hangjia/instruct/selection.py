@@ -21,7 +21,7 @@ import numpy as np
 from hangjia.core.config import SelectConfig
 from hangjia.corpus.dedup import find_duplicates
 from hangjia.instruct.forgetting_guard import mix_in
-from hangjia.instruct.grounding import tokens
+from hangjia.instruct.grounding import tokens, word_count
 from hangjia.instruct.selectors import grouped_split, k_center_greedy
 from hangjia.instruct.synth import QAPair
 
@@ -52,7 +52,7 @@ def heuristics(pairs: list[QAPair]) -> tuple[list[QAPair], Counter]:
         q, a = tokens(pair.question), tokens(pair.answer)
         if not a:
             drops["empty answer"] += 1
-        elif len(pair.question.split()) < MIN_QUESTION_WORDS:
+        elif word_count(pair.question) < MIN_QUESTION_WORDS:  # a Chinese character counts as a word
             drops["question under 3 words"] += 1
         elif set(a) <= set(q):
             drops["answer given in the question"] += 1
