@@ -4,52 +4,21 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from hangjia.app.openai_api import StopScanner
-from hangjia.app.server import create_app, serve
+from hangjia.app.server import serve
 from hangjia.core.config import ServeConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.llm.generation import Engine
+from tests.app.conftest import live_server
 
 QUESTION = [{"role": "user", "content": "How do I reset the DW4500 dishwasher?"}]
-
-
-@contextmanager
-def live_server(engine: Engine) -> Iterator[str]:
-    """Run the app on a free loopback port in a background thread; yield its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app = create_app(engine, ServeConfig(port=port, max_new_tokens=16))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def make_adapter(base_dir: Path, out: Path) -> Path:
@@ -118,12 +87,16 @@ def test_health_and_ready(url, plain_url):
     assert httpx.get(f"{plain_url}/ready").json()["models"] == ["base"]
 
 
-def test_models_lists_base_and_domain(client, plain_url):
+def test_models_lists_base_domain_and_the_embedder_with_what_each_is(client, plain_url, tiny_model_dir):
     models = client.models.list()
-    assert [m.id for m in models.data] == ["base", "domain"]
+    assert [m.id for m in models.data] == ["base", "domain", "all-MiniLM-L6-v2"]
     assert all(m.object == "model" and m.owned_by == "hangjia" and m.created > 0 for m in models.data)
+    base, domain, embedder = (m.model_extra for m in models.data)
+    assert base == {"kind": "base model", "root": str(tiny_model_dir)}
+    assert domain["kind"] == "LoRA adapter" and domain["parent"] == "base" and domain["root"].endswith("adapter")
+    assert embedder == {"kind": "embedding model"}
     plain = openai.OpenAI(base_url=f"{plain_url}/v1", api_key="unused", max_retries=0)
-    assert [m.id for m in plain.models.list().data] == ["base"]
+    assert [m.id for m in plain.models.list().data] == ["base", "all-MiniLM-L6-v2"]
 
 
 def test_greedy_completion_is_deterministic_and_usage_adds_up(client):
@@ -186,11 +159,6 @@ def test_unknown_model_is_not_found(client):
         ask(client, "gpt-4o")
 
 
-def test_more_than_one_choice_is_a_bad_request(client):
-    with pytest.raises(openai.BadRequestError, match="only n=1 is supported"):
-        ask(client, n=2)
-
-
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
@@ -251,7 +219,7 @@ def test_serve_refuses_a_busy_port_before_loading_anything(tmp_path):
         port = busy.getsockname()[1]
         # A base model that does not exist: reaching the model loader would raise a different error.
         with pytest.raises(HangjiaError, match=f"Port {port} on 127.0.0.1 is already in use"):
-            serve(tmp_path, str(tmp_path / "no-model"), "127.0.0.1", port, rag_top_k=3, max_new_tokens=16)
+            serve(tmp_path, str(tmp_path / "no-model"), ServeConfig(host="127.0.0.1", port=port), rag_top_k=3)
 
 
 @pytest.mark.parametrize(

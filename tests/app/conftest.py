@@ -1,0 +1,45 @@
+"""What the server tests share: a real uvicorn server around an Engine, on a free port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+
+from hangjia.app.server import create_app
+from hangjia.core.config import ServeConfig
+from hangjia.llm.generation import Engine
+
+
+@contextmanager
+def live_server(engine: Engine, **settings) -> Iterator[str]:
+    """Run the app (serve settings: max_new_tokens 16 unless given) on a free loopback port in a background
+    thread, as `hangjia serve` runs it; yield its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app(engine, ServeConfig(port=port, **{"max_new_tokens": 16, **settings}))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
