@@ -10,10 +10,13 @@ from contextlib import contextmanager
 
 import httpx
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from hangjia.app.server import create_app
 from hangjia.core.config import ServeConfig
 from hangjia.llm.generation import Engine
+
+QUESTION = [{"role": "user", "content": "How do I reset the DW4500 dishwasher?"}]
 
 
 @contextmanager
@@ -43,3 +46,26 @@ def live_server(engine: Engine, **settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    """Every sample of /metrics as {(name, sorted labels): value}."""
+    text = httpx.get(f"{url}/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def sample(url: str, name: str, **labels) -> float:
+    return scrape(url).get((name, tuple(sorted({"model_name": "base", **labels}.items()))), 0.0)
+
+
+def wait_for(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False

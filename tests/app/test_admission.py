@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from hangjia.app.admission import Admission, QueueFull
 from hangjia.llm.generation import Engine
-from tests.app.conftest import live_server
+from tests.app.conftest import QUESTION, live_server, sample, wait_for
 
-QUESTION = [{"role": "user", "content": "How do I reset the DW4500 dishwasher?"}]
 LONG = 4000  # the tiny model's context is 4096 and the prompt ~85 tokens: a minute of decoding if never stopped
 
 
@@ -24,29 +21,6 @@ def url(tiny_model_dir) -> Iterator[str]:
     """One generating request at a time and no queue: a second request finds the server full."""
     with live_server(Engine(tiny_model_dir), max_running=1, max_waiting=0) as base_url:
         yield base_url
-
-
-def scrape(url: str) -> dict[tuple[str, tuple], float]:
-    """Every sample of /metrics as {(name, sorted labels): value}."""
-    text = httpx.get(f"{url}/metrics").text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def sample(url: str, name: str, **labels) -> float:
-    return scrape(url).get((name, tuple(sorted({"model_name": "base", **labels}.items()))), 0.0)
-
-
-def wait_for(condition, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def hold_slot(url: str) -> tuple[httpx.Client, httpx.Response]:

@@ -16,9 +16,7 @@ from hangjia.app.server import serve
 from hangjia.core.config import ServeConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.llm.generation import Engine
-from tests.app.conftest import live_server
-
-QUESTION = [{"role": "user", "content": "How do I reset the DW4500 dishwasher?"}]
+from tests.app.conftest import QUESTION, live_server
 
 
 def make_adapter(base_dir: Path, out: Path) -> Path:
@@ -152,6 +150,67 @@ def test_stop_string_cuts_the_answer_in_both_modes(client):
     chunks = list(ask(client, max_tokens=24, stop=stop, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected
     assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_a_stop_string_ends_decoding_so_fewer_tokens_are_generated(client):
+    full = ask(client, max_tokens=24)
+    assert "with" in full.choices[0].message.content and full.usage.completion_tokens == 24
+    for stream in (False, True):
+        extra = {"stream_options": {"include_usage": True}} if stream else {}
+        reply = ask(client, max_tokens=24, stop="with", stream=stream, **extra)
+        usage = list(reply)[-1].usage if stream else reply.usage
+        assert usage.completion_tokens < full.usage.completion_tokens  # 12 of 24: it stops at "with"
+
+
+def test_n_choices_and_seeded_sampling(client):
+    sampled = ask(client, n=2, temperature=1.0, seed=7)
+    assert [c.index for c in sampled.choices] == [0, 1]
+    assert ask(client, n=2, temperature=1.0, seed=7).choices == sampled.choices  # same seed, same text
+    assert sampled.usage.prompt_tokens == ask(client).usage.prompt_tokens  # the prompt is counted once
+    one = ask(client, temperature=1.0, seed=11).choices[0].message.content
+    assert ask(client, temperature=1.0, seed=11).choices[0].message.content == one
+    chunks = ask(client, temperature=1.0, seed=11, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == one
+    with pytest.raises(openai.BadRequestError, match="one answer per request"):
+        ask(client, n=2, stream=True)
+    with pytest.raises(openai.BadRequestError, match="n: Input should be less than or equal to 8"):
+        ask(client, n=9)
+
+
+def test_text_completions_continue_the_raw_prompt(client):
+    reply = client.completions.create(model="domain", prompt="Error E24 means", max_tokens=12, temperature=0)
+    assert reply.object == "text_completion" and reply.id.startswith("cmpl-")
+    text = reply.choices[0].text
+    assert text and reply.choices[0].finish_reason in {"stop", "length"}
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    chunks = list(
+        client.completions.create(
+            model="domain",
+            prompt="Error E24 means",
+            max_tokens=12,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == text
+    assert chunks[-1].usage == reply.usage
+    several = client.completions.create(model="domain", prompt=["Error E24 means", "The warranty"], n=2, max_tokens=4)
+    assert [c.index for c in several.choices] == [0, 1, 2, 3]
+    stopped = client.completions.create(
+        model="domain", prompt="Error E24 means", max_tokens=12, temperature=0, stop="with"
+    )
+    assert "with" not in stopped.choices[0].text and stopped.choices[0].finish_reason == "stop"
+    with pytest.raises(openai.BadRequestError, match="echo is not supported"):
+        client.completions.create(model="domain", prompt="Error", echo=True)
+    with pytest.raises(openai.NotFoundError, match="Unknown model"):
+        client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Error")
+
+
+def test_the_openapi_schema_lists_every_route(url):
+    paths = httpx.get(f"{url}/openapi.json").json()["paths"]
+    for path in ["/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/metrics", "/health"]:
+        assert path in paths, path
 
 
 def test_unknown_model_is_not_found(client):
