@@ -23,20 +23,23 @@ def url(tiny_model_dir) -> Iterator[str]:
         yield base_url
 
 
-def hold_slot(url: str) -> tuple[httpx.Client, httpx.Response]:
-    """Open a long streaming request and read its first event: from then on it holds the only slot."""
+def hold_slot(url: str) -> tuple[httpx.Client, httpx.Response, Iterator[str]]:
+    """Open a long streaming request and read its first event: from then on it holds the only slot.
+
+    The line iterator is returned to be kept: dropping it closes httpcore's stream, and with it the connection."""
     body = {"model": "base", "messages": QUESTION, "max_tokens": LONG, "stream": True, "temperature": 0}
     http = httpx.Client(timeout=60)
     response = http.send(http.build_request("POST", f"{url}/v1/chat/completions", json=body), stream=True)
     assert response.status_code == 200
-    assert next(response.iter_lines()).startswith("data: ")
-    return http, response
+    lines = response.iter_lines()
+    assert next(lines).startswith("data: ")
+    return http, response, lines
 
 
 def test_a_full_queue_answers_429_with_retry_after_and_a_left_stream_frees_its_slot(url):
     tokens_before = sample(url, "hangjia:generation_tokens_total")
     aborted_before = sample(url, "hangjia:request_success_total", finished_reason="abort")
-    http, response = hold_slot(url)
+    http, response, _lines = hold_slot(url)
     try:
         assert sample(url, "hangjia:num_requests_running") == 1
         refused = httpx.post(f"{url}/v1/chat/completions", json={"model": "base", "messages": QUESTION}, timeout=10)
