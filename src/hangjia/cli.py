@@ -425,18 +425,13 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default serve.host, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default serve.port, 8000).")] = None,
 ) -> None:
-    """Serve `base` and `domain` over an OpenAI-compatible API (/v1/models, /v1/chat/completions)."""
+    """Serve `base` and `domain` over an OpenAI-compatible API (/v1/models, /v1/chat/completions, /v1/completions,
+    /v1/embeddings) with /metrics for Prometheus."""
     from hangjia.app.server import serve as run_server
 
     ws, cfg = _setup(workspace, config)
-    run_server(
-        workspace=ws.root,
-        base_model=cfg.train.base_model,
-        host=host or cfg.serve.host,
-        port=port or cfg.serve.port,
-        rag_top_k=cfg.rag.top_k,
-        max_new_tokens=cfg.serve.max_new_tokens,
-    )
+    serve_config = cfg.serve.model_copy(update={"host": host or cfg.serve.host, "port": port or cfg.serve.port})
+    run_server(workspace=ws.root, base_model=cfg.train.base_model, serve_config=serve_config, rag_top_k=cfg.rag.top_k)
 
 
 @app.command()

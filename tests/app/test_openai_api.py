@@ -4,52 +4,19 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from hangjia.app.openai_api import StopScanner
-from hangjia.app.server import create_app, serve
+from hangjia.app.server import serve
 from hangjia.core.config import ServeConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.llm.generation import Engine
-
-QUESTION = [{"role": "user", "content": "How do I reset the DW4500 dishwasher?"}]
-
-
-@contextmanager
-def live_server(engine: Engine) -> Iterator[str]:
-    """Run the app on a free loopback port in a background thread; yield its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app = create_app(engine, ServeConfig(port=port, max_new_tokens=16))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+from tests.app.conftest import QUESTION, live_server
 
 
 def make_adapter(base_dir: Path, out: Path) -> Path:
@@ -118,12 +85,16 @@ def test_health_and_ready(url, plain_url):
     assert httpx.get(f"{plain_url}/ready").json()["models"] == ["base"]
 
 
-def test_models_lists_base_and_domain(client, plain_url):
+def test_models_lists_base_domain_and_the_embedder_with_what_each_is(client, plain_url, tiny_model_dir):
     models = client.models.list()
-    assert [m.id for m in models.data] == ["base", "domain"]
+    assert [m.id for m in models.data] == ["base", "domain", "all-MiniLM-L6-v2"]
     assert all(m.object == "model" and m.owned_by == "hangjia" and m.created > 0 for m in models.data)
+    base, domain, embedder = (m.model_extra for m in models.data)
+    assert base == {"kind": "base model", "root": str(tiny_model_dir)}
+    assert domain["kind"] == "LoRA adapter" and domain["parent"] == "base" and domain["root"].endswith("adapter")
+    assert embedder == {"kind": "embedding model"}
     plain = openai.OpenAI(base_url=f"{plain_url}/v1", api_key="unused", max_retries=0)
-    assert [m.id for m in plain.models.list().data] == ["base"]
+    assert [m.id for m in plain.models.list().data] == ["base", "all-MiniLM-L6-v2"]
 
 
 def test_greedy_completion_is_deterministic_and_usage_adds_up(client):
@@ -181,14 +152,70 @@ def test_stop_string_cuts_the_answer_in_both_modes(client):
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
+def test_a_stop_string_ends_decoding_so_fewer_tokens_are_generated(client):
+    full = ask(client, max_tokens=24)
+    assert "with" in full.choices[0].message.content and full.usage.completion_tokens == 24
+    for stream in (False, True):
+        extra = {"stream_options": {"include_usage": True}} if stream else {}
+        reply = ask(client, max_tokens=24, stop="with", stream=stream, **extra)
+        usage = list(reply)[-1].usage if stream else reply.usage
+        assert usage.completion_tokens < full.usage.completion_tokens  # 12 of 24: it stops at "with"
+
+
+def test_n_choices_and_seeded_sampling(client):
+    sampled = ask(client, n=2, temperature=1.0, seed=7)
+    assert [c.index for c in sampled.choices] == [0, 1]
+    assert ask(client, n=2, temperature=1.0, seed=7).choices == sampled.choices  # same seed, same text
+    assert sampled.usage.prompt_tokens == ask(client).usage.prompt_tokens  # the prompt is counted once
+    one = ask(client, temperature=1.0, seed=11).choices[0].message.content
+    assert ask(client, temperature=1.0, seed=11).choices[0].message.content == one
+    chunks = ask(client, temperature=1.0, seed=11, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == one
+    with pytest.raises(openai.BadRequestError, match="one answer per request"):
+        ask(client, n=2, stream=True)
+    with pytest.raises(openai.BadRequestError, match="n: Input should be less than or equal to 8"):
+        ask(client, n=9)
+
+
+def test_text_completions_continue_the_raw_prompt(client):
+    reply = client.completions.create(model="domain", prompt="Error E24 means", max_tokens=12, temperature=0)
+    assert reply.object == "text_completion" and reply.id.startswith("cmpl-")
+    text = reply.choices[0].text
+    assert text and reply.choices[0].finish_reason in {"stop", "length"}
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    chunks = list(
+        client.completions.create(
+            model="domain",
+            prompt="Error E24 means",
+            max_tokens=12,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == text
+    assert chunks[-1].usage == reply.usage
+    several = client.completions.create(model="domain", prompt=["Error E24 means", "The warranty"], n=2, max_tokens=4)
+    assert [c.index for c in several.choices] == [0, 1, 2, 3]
+    stopped = client.completions.create(
+        model="domain", prompt="Error E24 means", max_tokens=12, temperature=0, stop="with"
+    )
+    assert "with" not in stopped.choices[0].text and stopped.choices[0].finish_reason == "stop"
+    with pytest.raises(openai.BadRequestError, match="echo is not supported"):
+        client.completions.create(model="domain", prompt="Error", echo=True)
+    with pytest.raises(openai.NotFoundError, match="Unknown model"):
+        client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Error")
+
+
+def test_the_openapi_schema_lists_every_route(url):
+    paths = httpx.get(f"{url}/openapi.json").json()["paths"]
+    for path in ["/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/metrics", "/health"]:
+        assert path in paths, path
+
+
 def test_unknown_model_is_not_found(client):
     with pytest.raises(openai.NotFoundError, match="Unknown model 'gpt-4o'"):
         ask(client, "gpt-4o")
-
-
-def test_more_than_one_choice_is_a_bad_request(client):
-    with pytest.raises(openai.BadRequestError, match="only n=1 is supported"):
-        ask(client, n=2)
 
 
 @pytest.mark.parametrize(
@@ -251,7 +278,7 @@ def test_serve_refuses_a_busy_port_before_loading_anything(tmp_path):
         port = busy.getsockname()[1]
         # A base model that does not exist: reaching the model loader would raise a different error.
         with pytest.raises(HangjiaError, match=f"Port {port} on 127.0.0.1 is already in use"):
-            serve(tmp_path, str(tmp_path / "no-model"), "127.0.0.1", port, rag_top_k=3, max_new_tokens=16)
+            serve(tmp_path, str(tmp_path / "no-model"), ServeConfig(host="127.0.0.1", port=port), rag_top_k=3)
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ def test_prompt_learning_trains_only_its_virtual_tokens_and_serves(tiny_model_di
     assert metrics["val_loss_after"] < metrics["val_loss_before"]
     engine = Engine(tiny_model_dir, tmp_path / "adapter")
     prompt = engine.prepare([{"role": "user", "content": PAIRS[0][0]}], rag=False)[0]
-    enc = engine._encode([prompt], 8)
+    enc = engine._encode([engine.format(prompt)], 8)
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     with torch.inference_mode():
         expected = plain(**enc).logits[0, -1]
@@ -73,7 +73,7 @@ def test_full_fine_tuning_saves_a_whole_model_that_the_engine_serves_beside_the_
     assert (tmp_path / "model" / "config.json").is_file() and not (tmp_path / "adapter").exists()
     engine = Engine(tiny_model_dir, tmp_path / "model")
     assert engine.full_model is not None
-    enc = engine._encode([engine.prepare([{"role": "user", "content": PAIRS[0][0]}], rag=False)[0]], 8)
+    enc = engine._encode([engine.format(engine.prepare([{"role": "user", "content": PAIRS[0][0]}], rag=False)[0])], 8)
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     tuned = AutoModelForCausalLM.from_pretrained(tmp_path / "model", dtype=torch.float32).eval()
     with torch.inference_mode():
@@ -90,7 +90,7 @@ def test_a_production_model_of_any_kind_is_evaluated_beside_base_and_domain(tiny
     for name, over in {"domain": {}, "lora": {"lora_r": 2, "seed": 1}, "prefix": {"method": "prefix"}}.items():
         train_lora_sft(tiny_model_dir, PAIRS[:10], PAIRS[10:], tmp_path / name, _args(**over, epochs=1))
     engine = Engine(tiny_model_dir, tmp_path / "domain" / "adapter")
-    enc = engine._encode([engine.prepare([{"role": "user", "content": PAIRS[0][0]}], rag=False)[0]], 8)
+    enc = engine._encode([engine.format(engine.prepare([{"role": "user", "content": PAIRS[0][0]}], rag=False)[0])], 8)
 
     def logits(engine: Engine, name: str) -> torch.Tensor:
         with torch.inference_mode(), engine.using(name) as model:

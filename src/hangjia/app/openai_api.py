@@ -1,21 +1,29 @@
-"""OpenAI-compatible routes: GET /v1/models and POST /v1/chat/completions (plain and SSE streaming).
+"""OpenAI-compatible routes: GET /v1/models, POST /v1/chat/completions and POST /v1/completions (plain and
+SSE streaming).
 
-Generation blocks for seconds on a CPU, so every engine call runs in the threadpool and the event
-loop stays free for /health, /ready and other clients.
+Generation blocks for seconds on a CPU, so every engine call runs in the threadpool and the event loop stays
+free for /health, /metrics and other clients. Each generating request holds a slot of the admission queue
+(429 when it is full) from before its first token until its last, and a `Control` whose cancel event is set
+when its client goes away, so an abandoned request stops decoding and frees its slot.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from typing import Annotated
+from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
+from hangjia.app.admission import Admission, QueueFull
+from hangjia.app.deps import AdmissionDep, EngineDep, MetricsDep, ServeConfigDep
+from hangjia.app.embeddings import EMBEDDING_MODEL
+from hangjia.app.metrics import Metrics, RequestRecord
 from hangjia.app.schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -23,31 +31,23 @@ from hangjia.app.schemas import (
     ChatCompletionRequest,
     Choice,
     ChunkChoice,
+    CompletionRequest,
     Delta,
     ErrorDetail,
     ErrorResponse,
     Model,
     ModelList,
+    TextChoice,
+    TextCompletion,
     Usage,
 )
-from hangjia.core.config import ServeConfig
-from hangjia.llm.generation import Completion, Engine, GenerationParams
-
-
-# Typed dependencies, FastAPI-template style. They live beside the first router that needs them and
-# app.py imports them from here (a serve/deps.py once a second router arrives).
-def get_engine(request: Request) -> Engine:
-    return request.app.state.engine
-
-
-def get_serve_config(request: Request) -> ServeConfig:
-    return request.app.state.serve_config
-
-
-EngineDep = Annotated[Engine, Depends(get_engine)]
-ServeConfigDep = Annotated[ServeConfig, Depends(get_serve_config)]
+from hangjia.core.errors import HangjiaError
+from hangjia.llm.generation import Completion, Control, Engine, GenerationParams
+from hangjia.llm.weights import BASE, DOMAIN, PRODUCTION, ModelWeights
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+
+DISCONNECT_POLL_S = 0.1  # how often a generating request checks that its client is still there
 
 
 class StopScanner:
@@ -55,8 +55,9 @@ class StopScanner:
     before the first stop string. Holds back only what may still turn out to be trailing whitespace or
     the start of a stop string, so streamed pieces always join up to the non-streaming answer."""
 
-    def __init__(self, stop: list[str]):
+    def __init__(self, stop: list[str], trim: bool = True):
         self.stop = [s for s in stop if s]
+        self.trim = trim  # chat answers are trimmed; /v1/completions text is returned as generated
         self.pending = ""
         self.started = False
         self.stopped = False
@@ -64,24 +65,27 @@ class StopScanner:
     def feed(self, piece: str) -> str:
         if self.stopped:
             return ""
-        if not self.started:
+        if not self.started and self.trim:
             piece = piece.lstrip()
             self.started = bool(piece)
         self.pending += piece
         cuts = [i for i in (self.pending.find(s) for s in self.stop) if i >= 0]
         if cuts:
             self.stopped = True
-            out, self.pending = self.pending[: min(cuts)].rstrip(), ""
+            out, self.pending = self._trimmed(self.pending[: min(cuts)]), ""
             return out
         split = len(self.pending) - self._stop_prefix_len()
-        split = len(self.pending[:split].rstrip())
+        split = len(self._trimmed(self.pending[:split]))
         out, self.pending = self.pending[:split], self.pending[split:]
         return out
 
     def finish(self) -> str:
         """The held-back tail once the model is done: a stop-string prefix that never completed is text."""
-        out, self.pending = ("" if self.stopped else self.pending.rstrip()), ""
+        out, self.pending = ("" if self.stopped else self._trimmed(self.pending)), ""
         return out
+
+    def _trimmed(self, text: str) -> str:
+        return text.rstrip() if self.trim else text
 
     def _stop_prefix_len(self) -> int:
         """Length of the longest end of `pending` that a stop string starts with."""
@@ -94,65 +98,215 @@ class StopScanner:
         return longest
 
 
-def _created(path: Path | None) -> int:
+def _created(path) -> int:
     return int(path.stat().st_mtime) if path is not None and path.exists() else int(time.time())
+
+
+def _weights(engine: Engine, name: str) -> ModelWeights:
+    """What a served name is, from the engine's own folders (the resolver's ModelWeights describes it)."""
+    tuned = {BASE: None, DOMAIN: engine.adapter_dir, PRODUCTION: engine.production_dir}[name]
+    return ModelWeights(name, engine.base_dir, tuned)
 
 
 @router.get("/models")
 async def list_models(engine: EngineDep) -> ModelList:
-    created = {"base": _created(engine.base_dir), "domain": _created(engine.adapter_dir)}
-    return ModelList(data=[Model(id=name, created=created[name]) for name in engine.model_names])
+    """The served models: what each is (base model, LoRA adapter, full model), its folder and its parent."""
+    models = []
+    for name in engine.model_names:
+        w = _weights(engine, name)
+        parent = BASE if w.is_adapter else None
+        models.append(Model(id=name, created=_created(w.folder), kind=w.kind, root=str(w.folder), parent=parent))
+    models.append(Model(id=EMBEDDING_MODEL, created=_created(None), kind="embedding model"))
+    return ModelList(data=models)
+
+
+class _Slot:
+    """One admitted request: its metrics record, its admission slot and its decoding control."""
+
+    def __init__(self, record: RequestRecord, admission: Admission):
+        self.record, self.admission = record, admission
+        self.control = Control(on_step=record.step)
+        self.closed = False
+
+    def close(self) -> None:
+        """Stop decoding if it still runs, leave the gauges and free the slot; safe to call twice."""
+        self.control.cancel.set()
+        if not self.closed:
+            self.closed = True
+            self.record.close()
+            self.admission.leave()
+
+
+async def _admit(model: str, metrics: Metrics, admission: Admission) -> _Slot:
+    record = metrics.request(model)
+    try:
+        await admission.enter()
+    except QueueFull:
+        record.rejected()
+        raise
+    except BaseException:
+        record.close()
+        raise
+    record.admitted()
+    return _Slot(record, admission)
+
+
+@asynccontextmanager
+async def _cancel_on_disconnect(request: Request, control: Control) -> AsyncIterator[None]:
+    """Set the request's cancel event as soon as its client disconnects (checked every DISCONNECT_POLL_S)."""
+
+    async def watch() -> None:
+        while not control.cancel.is_set():
+            if await request.is_disconnected():
+                control.cancel.set()
+                return
+            await asyncio.sleep(DISCONNECT_POLL_S)
+
+    task = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+def _params(body: ChatCompletionRequest | CompletionRequest, max_tokens: int) -> GenerationParams:
+    return GenerationParams(
+        max_new_tokens=max_tokens,
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        seed=body.seed,
+        stop=body.stop_list,
+    )
+
+
+def _check_stream(body: ChatCompletionRequest | CompletionRequest, prompts: int = 1) -> None:
+    if body.stream and body.n * prompts > 1:
+        raise HangjiaError("Streaming gives one answer per request; use n=1 and one prompt with stream, or stream off.")
 
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, engine: EngineDep, serve_config: ServeConfigDep
+    body: ChatCompletionRequest,
+    request: Request,
+    engine: EngineDep,
+    serve_config: ServeConfigDep,
+    metrics: MetricsDep,
+    admission: AdmissionDep,
 ) -> ChatCompletion | StreamingResponse:
     engine.check_model(body.model)
+    _check_stream(body)
     rag = body.rag if body.rag is not None else engine.default_rag(body.model)
     messages = [m.to_engine() for m in body.messages]
-    params = GenerationParams(
-        max_new_tokens=body.max_completion_tokens or body.max_tokens or serve_config.max_new_tokens,
-        temperature=1.0 if body.temperature is None else body.temperature,
-        top_p=1.0 if body.top_p is None else body.top_p,
-    )
+    params = _params(body, body.max_completion_tokens or body.max_tokens or serve_config.max_new_tokens)
     request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    if body.stream:
-        # Called before the response starts, so a bad request (e.g. RAG without an index) is still a 4xx.
-        citations, deltas, summary = await run_in_threadpool(engine.stream, messages, body.model, params, rag)
-        chunk = _ChunkMaker(request_id, created, body.model)
-        scanner = StopScanner(body.stop_list)
-        citations = citations if rag else None
-        events = _sse_events(chunk, deltas, summary, scanner, citations=citations, include_usage=body.include_usage)
-        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    slot = await _admit(body.model, metrics, admission)
+    try:
+        if rag:
+            with metrics.retrieving(body.model):
+                prepared, citations = await run_in_threadpool(engine.prepare, messages, rag)
+        else:
+            prepared, citations = engine.prepare(messages, rag)
+        prompt = engine.format(prepared)
+        if body.stream:
+            # Started before the response, so a bad request (e.g. too long for the context) is still a 4xx.
+            deltas, summary = await run_in_threadpool(
+                engine.stream_text, prompt, body.model, params, slot.control, trim=True
+            )
+            maker = _ChatChunks(request_id, created, body.model)
+            events = _sse_events(
+                maker,
+                deltas,
+                summary,
+                StopScanner(body.stop_list),
+                slot,
+                request,
+                first={"citations": citations if rag else None},
+                include_usage=body.include_usage,
+            )
+            stream = StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            slot = None  # the event stream owns it now
+            return stream
+        async with _cancel_on_disconnect(request, slot.control):
+            outs = await run_in_threadpool(
+                engine.generate_texts, [prompt] * body.n, body.model, params, slot.control, trim=True
+            )
+        choices, usage = [], _usage(outs[:1], outs)
+        for i, completion in enumerate(outs):
+            scanner = StopScanner(body.stop_list)
+            text = scanner.feed(completion.text) + scanner.finish()
+            choices.append(
+                Choice(index=i, message=AssistantMessage(content=text), finish_reason=_finish(scanner, completion))
+            )
+        slot.record.finished(choices[0].finish_reason, usage.prompt_tokens, usage.completion_tokens)
+        return ChatCompletion(
+            id=request_id,
+            created=created,
+            model=body.model,
+            choices=choices,
+            usage=usage,
+            citations=citations if rag else None,
+        )
+    finally:
+        if slot is not None:
+            slot.close()
 
-    completion = await run_in_threadpool(engine.chat, messages, body.model, params, rag)
-    scanner = StopScanner(body.stop_list)
-    text = scanner.feed(completion.text) + scanner.finish()
-    return ChatCompletion(
-        id=request_id,
-        created=created,
-        model=body.model,
-        choices=[Choice(message=AssistantMessage(content=text), finish_reason=_finish(scanner, completion))],
-        usage=_usage(completion),
-        citations=completion.citations if rag else None,
-    )
+
+@router.post("/completions", response_model=None)
+async def completions(
+    body: CompletionRequest,
+    request: Request,
+    engine: EngineDep,
+    serve_config: ServeConfigDep,
+    metrics: MetricsDep,
+    admission: AdmissionDep,
+) -> TextCompletion | StreamingResponse:
+    """Raw text continued as is: no chat template, no system prompt, no retrieval, no trimming."""
+    engine.check_model(body.model)
+    prompts = body.prompts
+    _check_stream(body, len(prompts))
+    params = _params(body, body.max_tokens or serve_config.max_new_tokens)
+    request_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    slot = await _admit(body.model, metrics, admission)
+    try:
+        if body.stream:
+            deltas, summary = await run_in_threadpool(
+                engine.stream_text, prompts[0], body.model, params, slot.control, trim=False
+            )
+            maker = _TextChunks(request_id, created, body.model)
+            scanner = StopScanner(body.stop_list, trim=False)
+            events = _sse_events(maker, deltas, summary, scanner, slot, request, include_usage=body.include_usage)
+            stream = StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            slot = None
+            return stream
+        rows = [p for p in prompts for _ in range(body.n)]  # OpenAI's order: prompt 0's n choices first
+        async with _cancel_on_disconnect(request, slot.control):
+            outs = await run_in_threadpool(engine.generate_texts, rows, body.model, params, slot.control)
+        choices = []
+        for i, completion in enumerate(outs):
+            scanner = StopScanner(body.stop_list, trim=False)
+            text = scanner.feed(completion.text) + scanner.finish()
+            choices.append(TextChoice(index=i, text=text, finish_reason=_finish(scanner, completion)))
+        usage = _usage(outs[:: body.n], outs)
+        slot.record.finished(choices[0].finish_reason, usage.prompt_tokens, usage.completion_tokens)
+        return TextCompletion(id=request_id, created=created, model=body.model, choices=choices, usage=usage)
+    finally:
+        if slot is not None:
+            slot.close()
 
 
 def _finish(scanner: StopScanner, completion: Completion) -> str:
     return "stop" if scanner.stopped else completion.finish_reason
 
 
-def _usage(completion: Completion) -> Usage:
-    return Usage(
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        total_tokens=completion.prompt_tokens + completion.completion_tokens,
-    )
+def _usage(prompts: list[Completion], answers: list[Completion]) -> Usage:
+    """Each prompt counted once (n answers share it), every answer's tokens."""
+    prompt = sum(c.prompt_tokens for c in prompts)
+    completion = sum(c.completion_tokens for c in answers)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
-class _ChunkMaker:
-    """`data: {...}` lines of one streamed completion, which all share its id, time and model."""
+class _ChatChunks:
+    """`data: {...}` lines of one streamed chat completion, which all share its id, time and model."""
 
     def __init__(self, request_id: str, created: int, model: str):
         self.fields = {"id": request_id, "created": created, "model": model}
@@ -161,40 +315,92 @@ class _ChunkMaker:
         choices = [] if delta is None else [ChunkChoice(delta=delta, finish_reason=finish_reason)]
         return _sse(ChatCompletionChunk(**self.fields, choices=choices, **extra))
 
+    def first(self, **extra) -> str | None:
+        return self(Delta(role="assistant", content=""), **extra)
 
-def _sse(payload: ChatCompletionChunk | ErrorResponse) -> str:
+    def text(self, text: str) -> str:
+        return self(Delta(content=text))
+
+    def finish(self, reason: str) -> str:
+        return self(Delta(), finish_reason=reason)
+
+    def usage(self, usage: Usage) -> str:
+        return self(usage=usage)
+
+
+class _TextChunks:
+    """`data: {...}` lines of one streamed text completion."""
+
+    def __init__(self, request_id: str, created: int, model: str):
+        self.fields = {"id": request_id, "created": created, "model": model}
+
+    def _chunk(self, choices: list[TextChoice], usage: Usage | None = None) -> str:
+        return _sse(TextCompletion(**self.fields, choices=choices, usage=usage))
+
+    def first(self, **extra) -> str | None:
+        return None
+
+    def text(self, text: str) -> str:
+        return self._chunk([TextChoice(text=text)])
+
+    def finish(self, reason: str) -> str:
+        return self._chunk([TextChoice(text="", finish_reason=reason)])
+
+    def usage(self, usage: Usage) -> str:
+        return self._chunk([], usage)
+
+
+def _sse(payload: ChatCompletionChunk | TextCompletion | ErrorResponse) -> str:
     return f"data: {payload.model_dump_json()}\n\n"
 
 
 async def _sse_events(
-    chunk: _ChunkMaker,
+    maker: _ChatChunks | _TextChunks,
     deltas: Iterator[str],
     summary: Completion,
     scanner: StopScanner,
+    slot: _Slot,
+    request: Request,
     *,
-    citations: list[dict] | None,
+    first: dict[str, Any] | None = None,
     include_usage: bool,
 ) -> AsyncIterator[str]:
-    """Role, content pieces, finish reason, [usage], [DONE]; stops sending text at a stop string."""
-    yield chunk(Delta(role="assistant", content=""), citations=citations)
-    async for piece in iterate_in_threadpool(deltas):
-        if scanner.stopped:
-            continue  # drain the rest: the usage counts are final only once the engine is done
-        text = scanner.feed(piece)
-        if text:
-            yield chunk(Delta(content=text))
-        if scanner.stopped:
-            yield chunk(Delta(), finish_reason="stop")
-    if summary.finish_reason == "error":
-        error = ErrorDetail(message="Generation failed; see the server log.", type="server_error")
-        yield _sse(ErrorResponse(error=error))
+    """[Role,] content pieces, finish reason, [usage], [DONE]; stops sending text at a stop string.
+
+    Owns the request's slot: frees it when the stream ends, fails, or is closed because the client left
+    (whose cancel event has already stopped the decoding by then)."""
+    done = False
+    try:
+        async with _cancel_on_disconnect(request, slot.control):
+            opening = maker.first(**(first or {}))
+            if opening is not None:
+                yield opening
+            async for piece in iterate_in_threadpool(deltas):
+                if scanner.stopped:
+                    continue  # drain the rest: the usage counts are final only once the engine is done
+                text = scanner.feed(piece)
+                if text:
+                    yield maker.text(text)
+                if scanner.stopped:
+                    yield maker.finish("stop")
+        done = True
+        if summary.finish_reason == "error":
+            error = ErrorDetail(message="Generation failed; see the server log.", type="server_error")
+            yield _sse(ErrorResponse(error=error))
+            yield "data: [DONE]\n\n"
+            return
+        reason = "stop" if scanner.stopped else summary.finish_reason
+        slot.record.finished(reason, summary.prompt_tokens, summary.completion_tokens)
+        if not scanner.stopped:
+            tail = scanner.finish()
+            if tail:
+                yield maker.text(tail)
+            yield maker.finish(summary.finish_reason)
+        if include_usage:
+            yield maker.usage(_usage([summary], [summary]))
         yield "data: [DONE]\n\n"
-        return
-    if not scanner.stopped:
-        tail = scanner.finish()
-        if tail:
-            yield chunk(Delta(content=tail))
-        yield chunk(Delta(), finish_reason=summary.finish_reason)
-    if include_usage:
-        yield chunk(usage=_usage(summary))
-    yield "data: [DONE]\n\n"
+    finally:
+        if not done:
+            # Closed early (the client left): the decoding thread stops at its next step; count what it made.
+            slot.record.finished("abort", summary.prompt_tokens, slot.control.steps)
+        slot.close()

@@ -1,7 +1,9 @@
-"""Request and response bodies of the OpenAI chat API, plus Hangjia's `rag` switch and `citations`.
+"""Request and response bodies of the OpenAI chat, completions, embeddings and models APIs, plus Hangjia's
+`rag` switch and `citations`.
 
-Requests ignore unknown fields: OpenAI clients send many (`user`, `seed`, `logprobs`, ...) that a
-small local server has no use for, and rejecting them would break those clients.
+Requests ignore unknown fields: OpenAI clients send many (`user`, `logit_bias`, ...) that a small local
+server has no use for, and rejecting them would break those clients. Fields whose meaning we cannot honour
+and a client would rely on (`echo`, `logprobs` on /v1/completions) are refused with a 400 instead.
 """
 
 from __future__ import annotations
@@ -42,31 +44,26 @@ class StreamOptions(_Request):
     """Send one last chunk with token usage (and no choices) before `[DONE]`."""
 
 
-class ChatCompletionRequest(_Request):
+MAX_CHOICES = 8  # n answers are n rows of one batch; 8 keeps a CPU batch to seconds
+
+
+class _GenerationRequest(_Request):
+    """The sampling fields chat and text completions share."""
+
     model: str
     """`base`, or `domain` when a trained adapter is served (see GET /v1/models)."""
-    messages: list[ChatMessage] = Field(min_length=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     """OpenAI's default is 1.0 (sampling); 0 is greedy and deterministic."""
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
-    """Older name of max_completion_tokens; the newer one wins when both are given."""
-    max_completion_tokens: int | None = Field(None, ge=1)
-    n: int = 1
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
+    """Answers per prompt, sampled independently (identical when greedy)."""
+    seed: int | None = None
+    """Seeded sampling: the same seed and request give the same answers."""
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    """Up to 4 strings; the answer is cut before the first one that appears."""
-    rag: bool | None = None
-    """Hangjia extension: put retrieved passages in front of the question (default: on for `domain`
-    when the workspace has an index)."""
-
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, n: int) -> int:
-        if n != 1:
-            raise ValueError(f"only n=1 is supported (got {n}); send separate requests for several answers")
-        return n
+    """Up to 4 strings; the answer is cut before the first one that appears, and decoding ends there."""
 
     @field_validator("stop")
     @classmethod
@@ -84,6 +81,47 @@ class ChatCompletionRequest(_Request):
     @property
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
+
+
+class ChatCompletionRequest(_GenerationRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    """Newer name of max_tokens; it wins when both are given."""
+    rag: bool | None = None
+    """Hangjia extension: put retrieved passages in front of the question (default: on for `domain`
+    when the workspace has an index)."""
+
+
+class CompletionRequest(_GenerationRequest):
+    prompt: str | list[str]
+    """Raw text continued as is (no chat template), or several prompts: n choices each, in order."""
+    echo: bool = False
+    logprobs: int | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _some_prompt(cls, prompt: str | list[str]) -> str | list[str]:
+        if isinstance(prompt, list) and not prompt:
+            raise ValueError("give at least one prompt")
+        return prompt
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, echo: bool) -> bool:
+        if echo:
+            raise ValueError("echo is not supported; prepend the prompt yourself")
+        return echo
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, logprobs: int | None) -> int | None:
+        if logprobs is not None:
+            raise ValueError("logprobs are not supported by this server")
+        return logprobs
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
 
 class Usage(BaseModel):
@@ -142,11 +180,73 @@ class ChatCompletionChunk(BaseModel):
     """Sent on the first chunk only, when RAG was used."""
 
 
+class TextChoice(BaseModel):
+    index: int = 0
+    text: str
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class TextCompletion(BaseModel):
+    """A /v1/completions answer, and (object and all) each chunk of a streamed one."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[TextChoice]
+    usage: Usage | None = Field(None, exclude_if=_is_none)
+
+
+class EmbeddingRequest(_Request):
+    model: str
+    """The embedding model's id from GET /v1/models."""
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] = "float"
+    """`base64`: little-endian float32 bytes, what the openai client asks for by default."""
+    dimensions: int | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _some_input(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("give at least one text to embed")
+        return value
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+
+
 class Model(BaseModel):
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "hangjia"
+    kind: str | None = Field(None, exclude_if=_is_none)
+    """Hangjia extension: base model, LoRA adapter (or another adapter kind), full model or embedding model."""
+    root: str | None = Field(None, exclude_if=_is_none)
+    """The folder the model's own weights are loaded from (vLLM's field name)."""
+    parent: str | None = Field(None, exclude_if=_is_none)
+    """The model an adapter is applied to (vLLM's field name)."""
 
 
 class ModelList(BaseModel):

@@ -1,7 +1,7 @@
 """The HTTP server: builds the FastAPI app around one `Engine` and runs it with uvicorn.
 
 Every error leaves as OpenAI's `{"error": {...}}` body, so OpenAI clients raise their typed
-exceptions (NotFoundError, BadRequestError, ...) with our message instead of a generic one.
+exceptions (NotFoundError, BadRequestError, RateLimitError, ...) with our message instead of a generic one.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from hangjia.app.openai_api import EngineDep, router
+from hangjia.app import embeddings, openai_api
+from hangjia.app.admission import Admission, QueueFull
+from hangjia.app.deps import EngineDep, MetricsDep
+from hangjia.app.metrics import CONTENT_TYPE, Metrics
 from hangjia.app.schemas import ErrorDetail, ErrorResponse
 from hangjia.core.config import ServeConfig
 from hangjia.core.errors import HangjiaError
@@ -27,7 +30,11 @@ def create_app(engine: Engine, serve_config: ServeConfig) -> FastAPI:
     app = FastAPI(title="Hangjia", summary="OpenAI-compatible API for a domain-tuned model with RAG.")
     app.state.engine = engine
     app.state.serve_config = serve_config
-    app.include_router(router)
+    app.state.metrics = Metrics()
+    app.state.admission = Admission(serve_config.max_running, serve_config.max_waiting)
+    app.state.embedder = embeddings.Embedder()
+    app.include_router(openai_api.router)
+    app.include_router(embeddings.router)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:
@@ -39,6 +46,12 @@ def create_app(engine: Engine, serve_config: ServeConfig) -> FastAPI:
         """Readiness: the models are loaded (the app exists only once they are)."""
         return {"status": "ready", "models": engine.model_names}
 
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    async def metrics(metrics: MetricsDep) -> Response:
+        """Prometheus text format; names as vLLM's with the `hangjia:` prefix, labelled by model_name."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    app.add_exception_handler(QueueFull, _queue_full)
     app.add_exception_handler(HangjiaError, _hangjia_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
@@ -46,10 +59,16 @@ def create_app(engine: Engine, serve_config: ServeConfig) -> FastAPI:
     return app
 
 
-def _error(status_code: int, message: str, param: str | None = None) -> JSONResponse:
-    kind = "invalid_request_error" if status_code < 500 else "server_error"
+def _error(
+    status_code: int, message: str, param: str | None = None, kind: str | None = None, headers: dict | None = None
+) -> JSONResponse:
+    kind = kind or ("invalid_request_error" if status_code < 500 else "server_error")
     body = ErrorResponse(error=ErrorDetail(message=message, type=kind, param=param))
-    return JSONResponse(body.model_dump(), status_code=status_code)
+    return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)
+
+
+async def _queue_full(request: Request, exc: QueueFull) -> JSONResponse:
+    return _error(429, exc.message, kind="rate_limit_error", headers={"Retry-After": str(exc.retry_after)})
 
 
 async def _hangjia_error(request: Request, exc: HangjiaError) -> JSONResponse:
@@ -98,16 +117,17 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(workspace: Path, base_model: str, host: str, port: int, rag_top_k: int, max_new_tokens: int) -> None:
+def serve(workspace: Path, base_model: str, serve_config: ServeConfig, rag_top_k: int) -> None:
     """Serve the workspace's models over HTTP until interrupted."""
     import uvicorn
 
     from hangjia.core.workspace import Workspace
 
+    host, port = serve_config.host, serve_config.port
     sock = _bind(host, port)
     try:
         engine = Engine.from_workspace(Workspace(workspace), base_model, rag_top_k=rag_top_k)
-        app = create_app(engine, ServeConfig(host=host, port=port, max_new_tokens=max_new_tokens))
+        app = create_app(engine, serve_config)
         config = uvicorn.Config(app, host=host, port=port, log_level="info")
         # uvicorn prints no "running on" line when handed a socket, so say where we are ourselves.
         address = f"[{host}]" if ":" in host else host

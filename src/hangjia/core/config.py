@@ -387,6 +387,10 @@ class ServeConfig(_Section):
     """TCP port."""
     max_new_tokens: int = Field(256, ge=1, le=8192)
     """Default completion length when a request gives no max_tokens."""
+    max_running: int = Field(1, ge=1, le=256)
+    """Requests generating at once; the transformers engine decodes one at a time behind a lock, so 1."""
+    max_waiting: int = Field(32, ge=0)
+    """Requests queued for a slot; one more gets 429 with Retry-After instead of waiting."""
 
 
 class ProjectConfig(_Section):

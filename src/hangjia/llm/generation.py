@@ -5,12 +5,16 @@ the weights; a fully fine-tuned domain model (train.method: full) is a second mo
 Evaluation may add `production`, the model in service now (an adapter or a whole model): an adapter of the domain
 adapter's kind is loaded beside it on the same weights, anything else as a model of its own.
 Calls are serialised by a lock: one CPU model, one generation at a time.
+
+Each call may bring a `Control`: a cancel event the server sets when the client goes away, and a hook
+called once per decoding step (for time-to-first-token and inter-token metrics). Stop strings end decoding
+as soon as they appear, so a stopped answer costs no tokens past its stop.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +47,66 @@ class GenerationParams:
     temperature: float = 0.0
     """0 is greedy and deterministic."""
     top_p: float = 1.0
+    seed: int | None = None
+    """Seeds sampling: the same seed, prompt and settings give the same text."""
+    stop: list[str] = field(default_factory=list)
+    """Decoding ends once the answer (trimmed as the client sees it) contains one of these."""
+
+
+@dataclass
+class Control:
+    """What the caller holds while one request decodes: a way to stop it, and a view of its progress."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    """Set it (from any thread) and decoding ends after the current step, finish reason "abort"."""
+    on_step: Callable[[], None] | None = None
+    """Called from the decoding thread after each step (one new token per row)."""
+    steps: int = 0
+    """Decoding steps done so far: the tokens generated, while the answer is still running."""
+
+
+def _stopping_criteria(tokenizer, prompt_len: int, stop: list[str], trim: bool, control: Control | None):
+    """transformers StoppingCriteria for a cancel event and for stop strings in the decoded answer.
+
+    The stop check decodes each row's new tokens (a Rust call, microseconds for a few hundred tokens, small
+    beside a forward pass) so a stop string split over tokens is found exactly where StopScanner finds it.
+    """
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            control.steps += 1
+            if control.on_step is not None:
+                control.on_step()
+            return torch.full((input_ids.shape[0],), control.cancel.is_set(), dtype=torch.bool)
+
+    class StopStrings(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tokenizer.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
+            texts = [t.lstrip() if trim else t for t in texts]
+            return torch.tensor([any(s in t for s in stop) for t in texts], dtype=torch.bool)
+
+    criteria = []
+    if control is not None:
+        criteria.append(Cancelled())
+    if any(stop):
+        stop = [s for s in stop if s]
+        criteria.append(StopStrings())
+    return StoppingCriteriaList(criteria)
+
+
+@contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Seed torch's CPU generator for one call and put its state back after (callers hold the engine lock)."""
+    if seed is None:
+        yield
+        return
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 class Engine:
@@ -132,8 +196,11 @@ class Engine:
         ]
         return messages, citations
 
-    def _encode(self, batch: list[list[dict[str, str]]], max_new_tokens: int):
-        texts = [self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in batch]
+    def format(self, messages: list[dict[str, str]]) -> str:
+        """Prepared messages (see `prepare`) as the prompt text, in the model's chat template."""
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def _encode(self, texts: list[str], max_new_tokens: int):
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         n_prompt = int(enc["attention_mask"].sum(dim=1).max())
         if self.context_limit and n_prompt + max_new_tokens > self.context_limit:
@@ -143,6 +210,9 @@ class Engine:
             )
         return enc
 
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def _answer_length(self, new) -> tuple[int, str]:
         """Tokens up to the first end-of-turn token, and whether the model stopped or hit the cap."""
         import torch
@@ -150,11 +220,14 @@ class Engine:
         ended = torch.isin(new, torch.tensor(self.eos_ids)).nonzero()
         return (int(ended[0]), "stop") if len(ended) else (len(new), "length")
 
-    def _generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
+    def _generate_kwargs(
+        self, params: GenerationParams, prompt_len: int, trim: bool, control: Control | None
+    ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self.eos_ids,
+            "stopping_criteria": _stopping_criteria(self.tokenizer, prompt_len, params.stop, trim, control),
         }
         if params.temperature > 0:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
@@ -190,55 +263,100 @@ class Engine:
             yield self.model
 
     def generate_batch(
-        self, batch: list[list[dict[str, str]]], name: str, params: GenerationParams
+        self,
+        batch: list[list[dict[str, str]]],
+        name: str,
+        params: GenerationParams,
+        control: Control | None = None,
     ) -> list[Completion]:
-        """Generate for prepared message lists (see `prepare`) in one padded batch."""
+        """Generate for prepared message lists (see `prepare`) in one padded batch; answers trimmed."""
+        return self.generate_texts([self.format(m) for m in batch], name, params, control, trim=True)
+
+    def generate_texts(
+        self,
+        texts: list[str],
+        name: str,
+        params: GenerationParams,
+        control: Control | None = None,
+        *,
+        trim: bool = False,
+    ) -> list[Completion]:
+        """Continue raw prompt texts in one padded batch; `trim` strips each answer (as chat answers are)."""
         import torch
 
         self.check_model(name)
-        enc = self._encode(batch, params.max_new_tokens)
-        with self._lock, self._weights(name) as model, torch.inference_mode():
-            out = model.generate(**enc, **self._generate_kwargs(params))
+        enc = self._encode(texts, params.max_new_tokens)
         prompt_len = enc["input_ids"].shape[1]
+        kwargs = self._generate_kwargs(params, prompt_len, trim, control)
+        with self._lock, self._weights(name) as model, torch.inference_mode(), _seeded(params.seed):
+            out = model.generate(**enc, **kwargs)
         results = []
         for row, mask in zip(out, enc["attention_mask"], strict=True):
             new = row[prompt_len:]
             n_new, finish = self._answer_length(new)
             text = self.tokenizer.decode(new[:n_new], skip_special_tokens=True)
-            results.append(Completion(text.strip(), int(mask.sum()), n_new, finish))
+            results.append(Completion(text.strip() if trim else text, int(mask.sum()), n_new, finish))
+        if control is not None and control.cancel.is_set():
+            for c in results:
+                c.finish_reason = "abort" if c.finish_reason == "length" else c.finish_reason
         return results
 
-    def chat(self, messages: list[dict[str, str]], name: str, params: GenerationParams, rag: bool) -> Completion:
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        name: str,
+        params: GenerationParams,
+        rag: bool,
+        control: Control | None = None,
+    ) -> Completion:
         self.check_model(name)
         prepared, citations = self.prepare(messages, rag)
-        completion = self.generate_batch([prepared], name, params)[0]
+        completion = self.generate_batch([prepared], name, params, control)[0]
         completion.citations = citations
         return completion
 
     def stream(
-        self, messages: list[dict[str, str]], name: str, params: GenerationParams, rag: bool
+        self,
+        messages: list[dict[str, str]],
+        name: str,
+        params: GenerationParams,
+        rag: bool,
+        control: Control | None = None,
     ) -> tuple[list[dict], Iterator[str], Completion]:
         """(citations, text deltas, a Completion whose counts are final once the deltas are exhausted)."""
+        self.check_model(name)
+        prepared, citations = self.prepare(messages, rag)
+        deltas, summary = self.stream_text(self.format(prepared), name, params, control, trim=True)
+        summary.citations = citations
+        return citations, deltas, summary
+
+    def stream_text(
+        self, text: str, name: str, params: GenerationParams, control: Control | None = None, *, trim: bool = False
+    ) -> tuple[Iterator[str], Completion]:
+        """(text deltas, a Completion whose counts are final once the deltas are exhausted) for one raw prompt."""
         from transformers import TextIteratorStreamer
 
         self.check_model(name)
-        prepared, citations = self.prepare(messages, rag)
-        enc = self._encode([prepared], params.max_new_tokens)
+        enc = self._encode([text], params.max_new_tokens)
+        prompt_len = int(enc["input_ids"].shape[1])
+        kwargs = self._generate_kwargs(params, prompt_len, trim, control)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        summary = Completion("", int(enc["input_ids"].shape[1]), 0, "stop", citations)
+        summary = Completion("", prompt_len, 0, "stop")
 
         def run() -> None:
             import torch
 
             try:
-                with self._lock, self._weights(name) as model, torch.inference_mode():
-                    out = model.generate(**enc, **self._generate_kwargs(params), streamer=streamer)
+                with self._lock, self._weights(name) as model, torch.inference_mode(), _seeded(params.seed):
+                    out = model.generate(**enc, **kwargs, streamer=streamer)
             except BaseException:
                 streamer.end()  # unblock the consumer; it sees a short answer rather than hanging
                 summary.finish_reason = "error"
                 raise
-            new = out[0][enc["input_ids"].shape[1] :]
+            new = out[0][prompt_len:]
             summary.completion_tokens, summary.finish_reason = self._answer_length(new)
+            if control is not None and control.cancel.is_set() and summary.finish_reason == "length":
+                summary.finish_reason = "abort"
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
@@ -250,4 +368,4 @@ class Engine:
                     yield piece
             thread.join()
 
-        return citations, deltas(), summary
+        return deltas(), summary

@@ -1,0 +1,34 @@
+"""Typed dependencies of the routes, FastAPI-template style: what `create_app` put on `app.state`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from hangjia.app.admission import Admission
+from hangjia.app.metrics import Metrics
+from hangjia.core.config import ServeConfig
+from hangjia.llm.generation import Engine
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def get_serve_config(request: Request) -> ServeConfig:
+    return request.app.state.serve_config
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def get_admission(request: Request) -> Admission:
+    return request.app.state.admission
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+ServeConfigDep = Annotated[ServeConfig, Depends(get_serve_config)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+AdmissionDep = Annotated[Admission, Depends(get_admission)]
