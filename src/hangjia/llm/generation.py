@@ -96,6 +96,12 @@ def _stopping_criteria(tokenizer, prompt_len: int, stop: list[str], trim: bool, 
     return StoppingCriteriaList(criteria)
 
 
+def cut_character(text: str) -> str:
+    """`text` without the replacement characters a token cap leaves where it split a character's UTF-8 bytes (a byte-
+    level tokenizer spells a Chinese character in two or three tokens; stopped between them, decoding gives "�")."""
+    return text.rstrip("\ufffd")
+
+
 @contextmanager
 def _seeded(seed: int | None) -> Iterator[None]:
     """Seed torch's CPU generator for one call and put its state back after (callers hold the engine lock)."""
@@ -295,6 +301,8 @@ class Engine:
             new = row[prompt_len:]
             n_new, finish = self._answer_length(new)
             text = self.tokenizer.decode(new[:n_new], skip_special_tokens=True)
+            if finish == "length":
+                text = cut_character(text)
             results.append(Completion(text.strip() if trim else text, int(mask.sum()), n_new, finish))
         if control is not None and control.cancel.is_set():
             for c in results:
