@@ -370,10 +370,19 @@ class Engine:
         thread.start()
 
         def deltas() -> Iterator[str]:
+            held = ""  # a piece ending in a split character waits for the rest of it, or for the end
             for piece in streamer:
+                if piece.endswith("\ufffd"):
+                    held += piece
+                    continue
+                piece, held = held + piece, ""
                 if piece:
                     summary.text += piece
                     yield piece
             thread.join()
+            held = cut_character(held) if summary.finish_reason in ("length", "abort") else held
+            if held:
+                summary.text += held
+                yield held
 
         return deltas(), summary
