@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hangjia.core.config import load_config
+from hangjia.core.words import split_han_kana
 from hangjia.core.workspace import Workspace
 from hangjia.corpus import index as bm25
 from hangjia.corpus.chunk import Chunk
@@ -31,17 +32,6 @@ def whole_runs(text: str) -> list[str]:
     return bm25.word_tokens(text)
 
 
-def _split_han(text: str, words) -> list[str]:
-    """Han/kana runs replaced by `words(run)`, everything else through the word tokenizer."""
-    out: list[str] = []
-    last = 0
-    for m in bm25._HAN_KANA_RUN.finditer(text):
-        out += bm25.word_tokens(text[last : m.start()])
-        out += words(m.group())
-        last = m.end()
-    return out + bm25.word_tokens(text[last:])
-
-
 def bigrams(text: str) -> list[str]:
     """What corpus/index.py does now."""
     return ORIGINAL(text)
@@ -50,7 +40,7 @@ def bigrams(text: str) -> list[str]:
 def jieba_words(text: str) -> list[str]:
     import jieba  # not a dependency of Hangjia: pip install jieba to run this variant
 
-    return _split_han(text, lambda run: [w for w in jieba.lcut_for_search(run) if w.strip()])
+    return split_han_kana(text, bm25.word_tokens, lambda run: [w for w in jieba.lcut_for_search(run) if w.strip()])
 
 
 VARIANTS = {

@@ -19,6 +19,22 @@ HANGUL_RANGES = "\uac00-\ud7af"
 CJK_RANGES = HAN_KANA_RANGES + HANGUL_RANGES
 
 _HAN_KANA = re.compile(f"[{HAN_KANA_RANGES}]")
+# A run of Chinese (or Japanese) characters: text with no spaces to split words on.
+HAN_KANA_RUN = re.compile(f"[{HAN_KANA_RANGES}]+")
+
+
+def split_han_kana(text: str, words, run_terms) -> list[str]:
+    """Terms of mixed text: `words(segment)` for the stretches between Chinese/Japanese runs, `run_terms(run)` for
+    each run, in text order. BM25 and the grounding check split their Chinese this way, each with its own terms."""
+    terms: list[str] = []
+    last = 0
+    for run in HAN_KANA_RUN.finditer(text):
+        terms += words(text[last : run.start()])
+        terms += run_terms(run.group())
+        last = run.end()
+    return terms + words(text[last:])
+
+
 _LETTER = re.compile(r"[^\W\d_]")
 
 

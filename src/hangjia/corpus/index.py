@@ -10,7 +10,7 @@ import numpy as np
 
 from hangjia.core.errors import HangjiaError
 from hangjia.core.jsonl import iter_jsonl, write_jsonl
-from hangjia.core.words import BM25_STOPWORDS, HAN_KANA_RANGES
+from hangjia.core.words import BM25_STOPWORDS, split_han_kana
 from hangjia.corpus.chunk import Chunk
 
 CHUNKS_FILE = "chunks.jsonl"
@@ -18,8 +18,6 @@ _PARAMS_FILE = "params.index.json"  # written by bm25s.BM25.save
 
 # Runs of letters/digits, optionally joined by "-" or "." ("kp-2210", "hp-08m", "v2.14", "38.50").
 _TOKEN = re.compile(r"[^\W_]+(?:[-.][^\W_]+)*")
-# Chinese and Japanese write no spaces: a run of their characters is split apart from the rest.
-_HAN_KANA_RUN = re.compile(f"[{HAN_KANA_RANGES}]+")
 
 
 def tokenize(text: str) -> list[str]:
@@ -28,13 +26,7 @@ def tokenize(text: str) -> list[str]:
     analyser does: "排水泵" -> "排", "水", "泵", "排水", "水泵". Measured on examples/lanshan
     (benchmarks/chinese_retrieval.py): recall@2 34% with the whole run as one token, 92% with bigrams, 90% with
     jieba (a 19 MB dependency that is no better here)."""
-    tokens: list[str] = []
-    last = 0
-    for run in _HAN_KANA_RUN.finditer(text):
-        tokens += word_tokens(text[last : run.start()])
-        tokens += cjk_terms(run.group())
-        last = run.end()
-    return tokens + word_tokens(text[last:])
+    return split_han_kana(text, word_tokens, cjk_terms)
 
 
 def cjk_terms(run: str) -> list[str]:

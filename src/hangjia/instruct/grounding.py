@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 
-from hangjia.core.words import GROUNDING_STOPWORDS, HAN_KANA_RANGES
+from hangjia.core.words import GROUNDING_STOPWORDS, HAN_KANA_RUN, split_han_kana
 
 MAX_ANSWER_WORDS = 40
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _TOKEN = re.compile(r"[^\W_]+")
-_CJK_RUN = re.compile(f"[{HAN_KANA_RANGES}]+")
 
 
 def numbers(text: str) -> set[str]:
@@ -20,19 +19,15 @@ def numbers(text: str) -> set[str]:
 def tokens(text: str) -> list[str]:
     """Lower-case words; a run of Chinese (or Japanese) characters, which has no spaces to split on, as its
     overlapping character pairs ("排水泵" -> "排水", "水泵"; a lone character stays itself)."""
-    text = text.lower()
-    out: list[str] = []
-    last = 0
-    for run in _CJK_RUN.finditer(text):
-        out += _TOKEN.findall(text[last : run.start()])
-        chars = run.group()
-        out += [chars] if len(chars) == 1 else [chars[i : i + 2] for i in range(len(chars) - 1)]
-        last = run.end()
-    return out + _TOKEN.findall(text[last:])
+    return split_han_kana(text.lower(), _TOKEN.findall, _pairs)
+
+
+def _pairs(run: str) -> list[str]:
+    return [run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)]
 
 
 def _is_content(word: str) -> bool:
-    if _CJK_RUN.fullmatch(word):
+    if HAN_KANA_RUN.fullmatch(word):
         return True  # a character pair carries meaning as an English word of three letters does
     return len(word) > 2 and word not in GROUNDING_STOPWORDS and not word.isdigit()
 
@@ -50,5 +45,5 @@ def is_grounded(answer: str, passage: str) -> bool:
 
 def word_count(text: str) -> int:
     """Words of an answer; each Chinese or Japanese character counts as one (those scripts put no spaces)."""
-    cjk = sum(len(run) for run in _CJK_RUN.findall(text))
-    return len(_CJK_RUN.sub(" ", text).split()) + cjk
+    cjk = sum(len(run) for run in HAN_KANA_RUN.findall(text))
+    return len(HAN_KANA_RUN.sub(" ", text).split()) + cjk

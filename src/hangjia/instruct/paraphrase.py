@@ -13,20 +13,19 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from hangjia.core.words import GROUNDING_STOPWORDS, HAN_KANA_RANGES, is_chinese
+from hangjia.core.words import GROUNDING_STOPWORDS, HAN_KANA_RUN, is_chinese
 from hangjia.instruct.synth import QAPair
 from hangjia.llm.teacher import Teacher
 
 STYLES = ("colloquial", "terse", "typo")
 
 _TERM = re.compile(r"[^\W_]+(?:[-./,][^\W_]+)*")  # "KP-2210", "38.50", "1,000", "v2.14", plain words
-_CJK_RUN = re.compile(f"[{HAN_KANA_RANGES}]+")
 
 
 def protected_terms(text: str) -> set[str]:
     """The numbers and codes of a text, lower-cased: every term holding a digit ("kp-2210", "e24", "38.50"); Chinese
     characters around a code are not part of it ("LS-60A的价格" protects "ls-60a")."""
-    return {t.lower() for t in _TERM.findall(_CJK_RUN.sub(" ", text)) if any(ch.isdigit() for ch in t)}
+    return {t.lower() for t in _TERM.findall(HAN_KANA_RUN.sub(" ", text)) if any(ch.isdigit() for ch in t)}
 
 
 def keeps_terms(original: str, rewrite: str) -> bool:
