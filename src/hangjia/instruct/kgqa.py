@@ -18,7 +18,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hangjia.core.words import is_chinese
 from hangjia.corpus.chunk import Chunk
 from hangjia.corpus.documents import Document
 from hangjia.corpus.text import decode
@@ -27,7 +26,7 @@ from hangjia.instruct.grounding import MAX_ANSWER_WORDS, is_grounded, word_count
 from hangjia.instruct.paraphrase import teacher_rewrites
 from hangjia.instruct.passages import locator
 from hangjia.instruct.synth import QAPair
-from hangjia.instruct.wording import ask, phrase
+from hangjia.instruct.wording import ask, in_chinese, phrase
 from hangjia.llm.teacher import Teacher
 
 
@@ -154,7 +153,7 @@ def _answer(triple: Triple) -> str:
 
 
 def _question(relation: str, label: str) -> str:
-    if is_chinese(relation) or is_chinese(f"{relation} {label}"):
+    if in_chinese(relation, label):
         return ask(relation, label)  # "X的价格是什么？"
     if _TRAILING_PREPOSITION.search(relation):  # "located in" -> "What is KSC-01 located in?"
         return f"What is {label} {relation}?"
@@ -285,8 +284,7 @@ def _multi_hop(
             if _norm(last.object) == key[0]:
                 continue  # back to where it started
             subject = labels[group[0].subject]
-            chinese = is_chinese(r1) or is_chinese(f"{r1} {subject}")
-            label = f"{subject}的{r1}" if chinese else f"the {r1} of {subject}"
+            label = f"{subject}的{r1}" if in_chinese(r1, subject) else f"the {r1} of {subject}"
             question = _question(_relation(last.relation)[0], label)
             pairs.append(QAPair(question, _answer(last), "multi_hop", last.chunk_id, last.source, generator="kg"))
     return pairs

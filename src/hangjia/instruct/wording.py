@@ -35,9 +35,14 @@ def field_phrase(name: str) -> str:
     return phrase(" ".join(re.split(r"[_.]+", name)).strip())
 
 
+def in_chinese(field: str, label: str) -> bool:
+    """Whether a question about `field` of `label` is asked in Chinese: the field is, or the two together are."""
+    return is_chinese(field) or is_chinese(f"{field} {label}")
+
+
 def ask(field: str, label: str) -> str:
     """ "What is the price of X?", "What are the services of X?", "What you can do for E24?"; "X的价格是什么？" """
-    if is_chinese(field) or is_chinese(f"{field} {label}"):
+    if in_chinese(field, label):
         return f"{label}的{field}是什么？"
     if re.match(r"(what|how|which|when|where|who)\b", field, re.IGNORECASE):
         return f"{field[:1].upper()}{field[1:]} for {label}?"
@@ -46,7 +51,7 @@ def ask(field: str, label: str) -> str:
 
 def ask_in(term: str, where: str) -> str:
     """ "Pressure: what is the fill pressure?"; the section names the context the term lacks. "安装：排烟管是什么？" """
-    if is_chinese(term) or is_chinese(f"{term} {where}"):
+    if in_chinese(term, where):
         return f"{where}：{term}是什么？" if where and where != term else f"{term}是什么？"
     question = f"what {'are' if re.search(r'[^s]s$', term) else 'is'} the {term}?"
     return f"{where}: {question}" if where and where.lower() != term.lower() else question.capitalize()
