@@ -77,3 +77,43 @@ def test_summary_without_unanswerable_questions_has_no_refusal_accuracy():
     summary = summarize("base", False, rows)
     assert summary["refusal_accuracy"] is None  # not 0.0: nothing was measured
     assert summary["answerable_accuracy"] == 0.5 and summary["false_abstentions"] == 1
+
+
+def test_the_guard_replaces_blocked_rag_answers_and_the_summary_keeps_the_raw_figures():
+    from hangjia.corpus.chunk import Chunk
+    from hangjia.corpus.index import BM25Index
+    from hangjia.llm.guard import AnswerGuard
+
+    chunks = [
+        Chunk("c0", "codes.md", "", 0, 1, "E24 – Drain pump blocked."),
+        Chunk("c1", "parts.csv", "", 0, 1, "KP-2210 drain pump assembly, 38.50 EUR; the DW-4500 weighs 48 kg."),
+    ]
+    questions = [
+        Question("q1", "What does E24 mean?", "drain pump blocked", "lookup"),
+        Question("q2", "What does KP-2210 cost?", "38.50 EUR", "numeric"),
+        Question("q3", "What does E77 mean?", "unanswerable", "unanswerable"),  # E77: in no document
+        Question("q4", "What does the DW-4500 cost?", "unanswerable", "unanswerable"),
+    ]
+    script = {"q1": "drain pump blocked [1]", "q2": "38.50 EUR [1]", "q3": "drain pump blocked", "q4": "99 EUR"}
+
+    class IndexedEngine(ScriptedEngine):
+        model_names = ["domain"]
+        index = BM25Index.build(chunks)
+
+        def prepare(self, messages, rag):
+            return messages, [{"chunk_id": c.id, "source": c.source} for c in chunks] if rag else []
+
+        def generate_batch(self, batch, name, params):
+            by_question = {q.question: q.id for q in questions}
+            return [Completion(script[by_question[m[-1]["content"]]], 0, 0, "stop") for m in batch]
+
+    out = evaluate(IndexedEngine(), questions, max_new_tokens=8, guard=AnswerGuard(chunks))
+    off, on = out["conditions"]
+    assert "unguarded" not in off  # no passages, nothing to guard
+    assert on["refusal_accuracy"] == 1.0 and on["unguarded"]["refusal_accuracy"] == 0.0
+    assert on["answerable_accuracy"] == on["unguarded"]["answerable_accuracy"] == 1.0
+    assert on["guard_blocked"] == {"ungrounded": 1, "unknown_terms": 1}
+    rows = {r["id"]: r for r in out["answers"] if r["rag"]}
+    assert rows["q3"]["guard"] == "unknown_terms" and rows["q3"]["raw_prediction"] == "drain pump blocked"
+    assert rows["q4"]["guard"] == "ungrounded" and rows["q4"]["abstained"] and rows["q4"]["correct"]
+    assert rows["q1"]["guard"] is None and rows["q1"]["prediction"] == "drain pump blocked [1]"

@@ -49,7 +49,7 @@ PAIRS = [
 @pytest.fixture(scope="module")
 def search():
     index = BM25Index.build(CHUNKS)
-    return lambda query, k: [chunk for chunk, _ in index.search(query, k)]
+    return lambda query, k: [hit.chunk for hit in index.search(query, k)]
 
 
 def passages_of(prompt: str) -> list[Chunk]:
@@ -99,17 +99,22 @@ def test_abstentions_use_the_system_prompt_words_and_show_no_passage_with_the_an
         assert not any(holds(pair.answer, c.text) for c in shown)
 
 
-def test_a_distractor_holding_the_answer_is_cited_instead_of_abstaining():
+def test_abstentions_show_near_misses_from_the_same_document_and_never_the_answer():
     gold = Chunk("a#0", "a.md", "", 0, 1, "E24 – Drain pump blocked.")
     twin = Chunk("b#0", "b.md", "", 0, 1, "Code E24 means the drain pump is blocked; see section 7.")
+    sibling = Chunk("a#1", "a.md", "", 0, 1, "E25 – Drain pump runs dry.")
     other = Chunk("c#0", "c.md", "", 0, 1, "E11 is a water inlet fault.")
     pair = QAPair("What does E24 mean?", "drain pump blocked", "definition", "a#0", "a.md")
+    hits = [gold, twin, sibling, other]
 
-    examples, _ = raft_examples([pair], {"a#0": gold}, lambda q, k: [gold, other, twin], p_gold=0.0)
-    shown = [c for c in (other, twin) if f"({c.source}) {c.text}" in examples[0].prompt]
-    assert examples[0].kind == "raft_gold"
-    assert examples[0].answer == f"drain pump blocked [{shown.index(twin) + 1}]"
-    assert examples[0].prompt == with_context(pair.question, shown)
+    examples, _ = raft_examples([pair], {"a#0": gold}, lambda q, k: hits[:k], distractors=2, p_gold=0.0)
+    assert examples[0].kind == "raft_abstain" and examples[0].answer == ABSTENTION
+    # The question's best hits without the answer, in search order: the same document's next code comes first.
+    assert examples[0].prompt == with_context(pair.question, [sibling, other])
+
+    # With the gold passage, distractors still come from other documents and never hold the answer.
+    examples, _ = raft_examples([pair], {"a#0": gold}, lambda q, k: hits[:k], distractors=1, p_gold=1.0)
+    assert examples[0].kind == "raft_gold" and "(c.md)" in examples[0].prompt and "(b.md)" not in examples[0].prompt
 
 
 def test_share_of_gold_follows_p_gold_and_seed_makes_it_repeatable():

@@ -355,6 +355,9 @@ class EvalConfig(_Section):
 class RagConfig(_Section):
     top_k: int = Field(3, ge=1, le=50)
     """Chunks retrieved and put in front of the question when RAG is on."""
+    guard: bool = True
+    """The answer guard (llm/guard.py): "the documents do not say" when the question names a code or name no
+    document mentions, or the answer holds a number or code the passages do not."""
 
 
 class GateConfig(_Section):

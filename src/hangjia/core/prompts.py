@@ -19,6 +19,9 @@ SYSTEM_PROMPT_ZH = "请简要回答。如果不知道，请说“我不知道”
 # What the system prompts ask a model to say when it does not know; retrieval-aware training teaches exactly this.
 ABSTENTION = "I don't know"
 ABSTENTION_ZH = "我不知道"
+# What the answer guard says instead of an answer the documents do not support (llm/guard.py).
+NOT_IN_DOCUMENTS = "The documents do not say."
+NOT_IN_DOCUMENTS_ZH = "文档中没有说明。"
 
 
 class Passage(Protocol):
@@ -33,6 +36,11 @@ def system_prompt(question: str) -> str:
 def abstention(question: str) -> str:
     """The answer that says "I don't know", in the question's language."""
     return ABSTENTION_ZH if is_chinese(question) else ABSTENTION
+
+
+def not_in_documents(question: str) -> str:
+    """The guard's reply when the documents do not support an answer, in the question's language."""
+    return NOT_IN_DOCUMENTS_ZH if is_chinese(question) else NOT_IN_DOCUMENTS
 
 
 def question_messages(question: str) -> list[dict[str, str]]:

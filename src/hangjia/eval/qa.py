@@ -8,15 +8,18 @@ cover every question; `refusal_accuracy` and `answerable_accuracy` split accurac
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hangjia.core.errors import HangjiaError
 from hangjia.eval.scoring import abstains, is_correct, rouge_l, token_f1
 from hangjia.llm.generation import Engine, GenerationParams
+
+if TYPE_CHECKING:
+    from hangjia.llm.guard import AnswerGuard
 
 
 @dataclass
@@ -69,8 +72,14 @@ def evaluate(
     max_new_tokens: int,
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
+    guard: AnswerGuard | None = None,
 ) -> dict[str, Any]:
-    """Greedy answers for every condition, scored; `on_batch(n)` reports n questions done."""
+    """Greedy answers for every condition, scored; `on_batch(n)` reports n questions done.
+
+    With a `guard`, every RAG answer goes through it as it would in the server: a blocked answer is replaced by the
+    guard's reply and the row keeps the model's own text (`raw_prediction`) and the reason. Each RAG condition's
+    summary then also carries `unguarded`: the same metrics on the raw answers, so one run shows what the guard did.
+    """
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0)
     summaries, answers = [], []
     for name, rag in conditions(engine):
@@ -84,28 +93,55 @@ def evaluate(
             predictions.update({i: out.text for i, out in zip(idx, outs, strict=True)})
             if on_batch:
                 on_batch(len(idx))
-        rows = []
-        for i, q in enumerate(questions):
-            pred = predictions[i]
-            correct = is_correct(pred, q.answer, q.aliases, q.type)
-            rows.append(
-                {
-                    "id": q.id,
-                    "type": q.type,
-                    "model": name,
-                    "rag": rag,
-                    "question": q.question,
-                    "answer": q.answer,
-                    "prediction": pred,
-                    "correct": correct,
-                    "abstained": abstains(pred),
-                    **overlap_scores(pred, q, correct),
-                    "sources": [c["source"] for c in prepared[i][1]],
-                }
-            )
-        summaries.append(summarize(name, rag, rows))
+        rows = [_row(q, name, rag, predictions[i], prepared[i][1]) for i, q in enumerate(questions)]
+        summary = summarize(name, rag, rows)
+        if rag and guard is not None:
+            by_id = {c.id: c for c in engine.index.chunks}
+            guarded = [
+                _guarded(row, q, guard, [by_id[c["chunk_id"]] for c in prepared[i][1]], prepared[i][1])
+                for i, (row, q) in enumerate(zip(rows, questions, strict=True))
+            ]
+            raw = summary
+            summary = summarize(name, rag, guarded)
+            summary["unguarded"] = {k: raw[k] for k in _GUARD_COMPARED}
+            summary["guard_blocked"] = dict(sorted(Counter(r["guard"] for r in guarded if r["guard"]).items()))
+            rows = guarded
+        summaries.append(summary)
         answers.extend(rows)
     return {"conditions": summaries, "answers": answers, "questions": [asdict(q) for q in questions]}
+
+
+_GUARD_COMPARED = ("accuracy", "answerable_accuracy", "refusal_accuracy", "false_abstentions", "by_type")
+
+
+def _row(q: Question, model: str, rag: bool, prediction: str, citations: list[dict[str, Any]]) -> dict[str, Any]:
+    correct = is_correct(prediction, q.answer, q.aliases, q.type)
+    return {
+        "id": q.id,
+        "type": q.type,
+        "model": model,
+        "rag": rag,
+        "question": q.question,
+        "answer": q.answer,
+        "prediction": prediction,
+        "correct": correct,
+        "abstained": abstains(prediction),
+        **overlap_scores(prediction, q, correct),
+        "sources": [c["source"] for c in citations],
+    }
+
+
+def _guarded(
+    row: dict[str, Any], q: Question, guard: AnswerGuard, passages: list[Any], citations: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The row as the guard leaves it: its prediction replaced by the guard's reply when blocked."""
+    verdict = guard.before(q.question)
+    if verdict.passed:
+        verdict = guard.after(q.question, row["prediction"], passages, row["abstained"])
+    if verdict.passed:
+        return {**row, "raw_prediction": row["prediction"], "guard": None}
+    out = _row(q, row["model"], row["rag"], guard.reply(q.question), citations)
+    return {**out, "raw_prediction": row["prediction"], "guard": verdict.reason, "guard_detail": verdict.detail}
 
 
 def overlap_scores(prediction: str, q: Question, correct: bool) -> dict[str, float]:

@@ -24,6 +24,7 @@ METRICS = (  # (key in a condition summary, column title)
     ("refusal_accuracy", "refusal acc."),
     ("judge_accuracy", "judge acc."),  # only with eval.judge; "—" otherwise
 )
+_GUARDED = ("accuracy", "answerable_accuracy", "refusal_accuracy", "false_abstentions")
 
 
 def condition_label(model: str, rag: bool) -> str:
@@ -81,6 +82,17 @@ def build_report(
                 "false_abstentions": c.get("false_abstentions"),
             }
             for c in conditions
+        ],
+        # What the answer guard changed, per RAG condition it ran on: the figures without and with it.
+        "guard": [
+            {
+                "condition": condition_label(c["model"], c["rag"]),
+                "without": {k: c["unguarded"].get(k) for k in _GUARDED},
+                "with": {k: c.get(k) for k in _GUARDED},
+                "blocked": c.get("guard_blocked", {}),
+            }
+            for c in conditions
+            if c.get("unguarded")
         ],
         "types": types,
         "by_type": [
@@ -181,6 +193,25 @@ def _tables(report: dict[str, Any]) -> list[tuple[str, str, list[str], list[list
                 [
                     [c["condition"], *(_pct(c[key]) for key, _ in METRICS), _num(c["false_abstentions"], 0)]
                     for c in conds
+                ],
+            )
+        )
+    if report.get("guard"):
+        tables.append(
+            (
+                "Answer guard",
+                "RAG answers without → with the guard (rag.guard): it says the documents do not say when the question "
+                "names something no document mentions (unknown_terms) or the answer holds a number or code the "
+                "passages lack (ungrounded).",
+                ["condition", "accuracy", "answerable acc.", "refusal acc.", "false abstentions", "blocked"],
+                [
+                    [
+                        g["condition"],
+                        *(f"{_pct(g['without'][k])} → {_pct(g['with'][k])}" for k in _GUARDED[:3]),
+                        f"{_num(g['without']['false_abstentions'], 0)} → {_num(g['with']['false_abstentions'], 0)}",
+                        ", ".join(f"{reason} {n}" for reason, n in g["blocked"].items()) or "none",
+                    ]
+                    for g in report["guard"]
                 ],
             )
         )

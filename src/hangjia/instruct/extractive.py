@@ -10,10 +10,10 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from hangjia.core.grounding import MAX_ANSWER_WORDS, word_count
 from hangjia.core.words import is_chinese
 from hangjia.corpus.chunk import Chunk
 from hangjia.corpus.documents import Document
-from hangjia.instruct.grounding import MAX_ANSWER_WORDS, word_count
 from hangjia.instruct.passages import Line, cells, first_sentences, locator, prose_units, split_sentences, table_runs
 from hangjia.instruct.wording import ask, ask_in, clean_title, doc_title, field_phrase, is_heading, phrase
 

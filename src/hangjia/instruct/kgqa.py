@@ -18,11 +18,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hangjia.core.grounding import MAX_ANSWER_WORDS, is_grounded, word_count
 from hangjia.corpus.chunk import Chunk
 from hangjia.corpus.documents import Document
 from hangjia.corpus.text import decode
 from hangjia.instruct.extractive import _UNIT_SUFFIX, RECORD_FORMATS, _record_fields
-from hangjia.instruct.grounding import MAX_ANSWER_WORDS, is_grounded, word_count
 from hangjia.instruct.paraphrase import teacher_rewrites
 from hangjia.instruct.passages import locator
 from hangjia.instruct.synth import QAPair

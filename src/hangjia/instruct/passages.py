@@ -6,9 +6,9 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 
+from hangjia.core.grounding import MAX_ANSWER_WORDS, word_count
 from hangjia.corpus.chunk import Chunk
 from hangjia.corpus.documents import Document
-from hangjia.instruct.grounding import MAX_ANSWER_WORDS, word_count
 
 Line = tuple[int, int, str]  # (start, end, text) in Document.text
 

@@ -4,7 +4,10 @@ At inference the model reads retrieved passages, some of them off-topic. RAFT tr
 question comes with distractors (the top hits that are not its own chunk) and, in a share p_gold of examples, the
 gold chunk at a random position; the answer then cites the passage it came from ("drain pump blocked [2]").
 Without the gold chunk the answer is the system prompt's abstention, so the model learns to say it does not
-know instead of guessing from a passage that does not hold the answer. The user turn is exactly the one
+know instead of guessing from a passage that does not hold the answer. Those passages are near misses: the
+question's own top hits without the answer, from its own document too (the next rows of the same table, the
+other error codes), because that is what a question the documents do not answer retrieves at inference — a
+passage about the right thing that lacks the asked-for value. The user turn is exactly the one
 `prompts.with_context` builds at inference.
 """
 
@@ -14,10 +17,10 @@ import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
+from hangjia.core.grounding import is_grounded
 from hangjia.core.prompts import abstention, with_context
 from hangjia.core.words import normalize
 from hangjia.corpus.chunk import Chunk
-from hangjia.instruct.grounding import is_grounded
 from hangjia.instruct.synth import QAPair
 
 Search = Callable[[str, int], list[Chunk]]
@@ -50,6 +53,17 @@ def _distractors(
     return picked + [c for c in ranked if c not in picked][: n - len(picked)]
 
 
+def _near_misses(pair: QAPair, gold: Chunk, search: Search, n: int) -> list[Chunk]:
+    """The question's best n hits that are not the gold chunk and do not hold the answer, from any document
+    (its own first, as the search ranks them): what a question the documents do not answer retrieves."""
+    hits = search(pair.question, 3 * n + 5)
+    return [
+        c
+        for c in hits
+        if c.id != gold.id and c.text.strip() != gold.text.strip() and not holds_answer(pair.answer, c.text)
+    ][:n]
+
+
 def raft_examples(
     pairs: Sequence[QAPair],
     chunks_by_id: Mapping[str, Chunk],
@@ -79,11 +93,14 @@ def raft_examples(
             continue
         rng = random.Random(f"{seed}:{pair.chunk_id}:{pair.question}")  # per pair: independent of the others
         fill = random.Random(f"{seed}:fill:{pair.chunk_id}:{pair.question}")
+        with_gold = rng.random() < p_gold
         passages = _distractors(pair, gold, search, pool, distractors, fill)
+        if not with_gold:
+            passages = _near_misses(pair, gold, search, distractors) or passages
         if not passages:
             drops["no_distractors"] += 1
             continue
-        if rng.random() < p_gold:
+        if with_gold:
             passages.insert(rng.randrange(len(passages) + 1), gold)
             cited = passages.index(gold)
         else:

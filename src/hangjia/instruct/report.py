@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from hangjia.core import reports
+from hangjia.core.grounding import word_count
 from hangjia.core.reports import Chart, Document, Entry, Paragraph, Section, fmt
-from hangjia.instruct.grounding import word_count
 from hangjia.instruct.synth import QAPair
 
 MAX_BARS = 25  # a bar chart with more labels than this is unreadable at report width; the tables list all

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hangjia.core.config import SelectConfig
+from hangjia.core.grounding import tokens, word_count
 from hangjia.corpus.dedup import find_duplicates
 from hangjia.instruct.forgetting_guard import mix_in
-from hangjia.instruct.grounding import tokens, word_count
 from hangjia.instruct.selectors import grouped_split, k_center_greedy
 from hangjia.instruct.synth import QAPair
 

@@ -16,9 +16,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import cache
 
+from hangjia.core.grounding import is_grounded, tokens, word_count
 from hangjia.core.prompts import with_context
 from hangjia.corpus.chunk import Chunk
-from hangjia.instruct.grounding import is_grounded, tokens, word_count
 from hangjia.instruct.synth import QAPair
 from hangjia.llm.teacher import Messages, Teacher
 

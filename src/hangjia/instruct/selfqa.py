@@ -12,8 +12,8 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
+from hangjia.core.grounding import MAX_ANSWER_WORDS, is_grounded, tokens, word_count
 from hangjia.corpus.chunk import Chunk
-from hangjia.instruct.grounding import MAX_ANSWER_WORDS, is_grounded, tokens, word_count
 from hangjia.instruct.synth import QAPair
 from hangjia.llm.teacher import Messages, Teacher
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 
+from hangjia.core.grounding import MAX_ANSWER_WORDS, is_grounded, numbers, tokens, word_count
 from hangjia.corpus.chunk import Chunk
 from hangjia.corpus.documents import Document
 from hangjia.instruct.extractive import GENERATORS
-from hangjia.instruct.grounding import MAX_ANSWER_WORDS, is_grounded, numbers, tokens, word_count
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hangjia.instruct.grounding import is_grounded, tokens, word_count
+from hangjia.core.grounding import is_grounded, tokens, word_count
 
 PASSAGE_ZH = "故障代码E1：点火失败。请检查燃气阀门是否打开，LS-13Q的最大热负荷为26千瓦。"
 
