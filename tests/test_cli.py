@@ -1,5 +1,6 @@
 """The CLI's fast paths, in-process through `main()` (the real entry point, error handling included)."""
 
+import io
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -137,3 +138,50 @@ def test_data_commands_list_show_diff_and_trace_versions(monkeypatch, capsys, tm
     assert code == 0 and "guide.md" in out and "documents@" in out
     code, _, err = run(monkeypatch, capsys, "data", "show", "-w", ws, "nope")
     assert code == 2 and "No dataset named 'nope'" in err
+
+
+@pytest.fixture
+def chat_workspace(tmp_path, tiny_model_dir):
+    """A workspace with nothing built yet, whose base model is the tiny one and said to write English."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "hangjia.yaml").write_text(f"train:\n  base_model: {tiny_model_dir}\nserve:\n  languages: [en]\n")
+    return ws
+
+
+def chat(monkeypatch, capsys, ws, lines: list[str], *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(f"{line}\n" for line in [*lines, ""])))
+    return run(monkeypatch, capsys, "chat", "-w", str(ws), "--max-tokens", "4", *args)
+
+
+def test_chat_without_a_trained_model_names_hangjia_build(monkeypatch, capsys, chat_workspace):
+    code, _, err = chat(monkeypatch, capsys, chat_workspace, ["What does E24 mean?"])
+    assert code == 2 and "not trained in this workspace yet" in err and "hangjia build" in err
+    assert "Traceback" not in err
+
+
+def test_chat_shows_the_cited_sources_else_the_retrieved_ones_and_notes(
+    monkeypatch, capsys, chat_workspace, tiny_model_dir, tmp_path
+):
+    from hangjia.llm.generation import Engine
+    from tests.app.conftest import answering, make_index
+
+    engine = Engine(tiny_model_dir, None, make_index(tmp_path / "index"))
+    monkeypatch.setattr(Engine, "from_workspace", classmethod(lambda cls, *args, **kwargs: engine))
+    question = "How do I reset the DW4500 dishwasher?"
+
+    answering(monkeypatch, "Clean the filter, then hold START [1].")
+    code, out, err = chat(monkeypatch, capsys, chat_workspace, [question], "--model", "base", "--rag")
+    assert code == 0, err
+    assert "base> Clean the filter, then hold START [1]." in out
+    cited = '[1] dishwasher_error_codes.md · Main  "Error E24 means the drain is blocked; clean the filter and reset'
+    assert cited in err and "retrieved:" not in err and "note:" not in err
+
+    answering(monkeypatch, "Hold START.")
+    code, out, err = chat(
+        monkeypatch, capsys, chat_workspace, [question, "DW4500洗碗机怎么复位？"], "--model", "base", "--rag"
+    )
+    assert code == 0, err
+    assert err.count("retrieved:") == 2 and err.count("[1] dishwasher_error_codes.md · Main") == 2
+    assert err.count("note:") == 1
+    assert f"The model base ({tiny_model_dir.name}) writes English; answers to Chinese questions may be poor." in err

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hangjia import __version__
@@ -444,14 +445,17 @@ def chat(
     ] = None,
     max_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 256,
 ) -> None:
-    """Chat in the terminal with a workspace's model. Empty line or Ctrl-D quits."""
+    """Chat in the terminal with a workspace's model. Empty line or Ctrl-D quits. After each answer: the sources it
+    cites ([n]), or, when it cites none, the passages retrieved for it (dim)."""
     from hangjia.llm.generation import Engine, GenerationParams
+    from hangjia.llm.languages import language_note, model_languages
 
     ws, cfg = _setup(workspace, config)
     with console.status("loading models"):
         engine = Engine.from_workspace(ws, cfg.train.base_model, cfg.rag.top_k)
     engine.check_model(model)
     use_rag = engine.default_rag(model) if rag is None else rag
+    languages = model_languages(engine.base_dir, cfg.serve.languages)
     console.print(f"[bold]{model}[/] (RAG {'on' if use_rag else 'off'}) — empty line to quit")
     history: list[dict[str, str]] = []
     params = GenerationParams(max_new_tokens=max_tokens)
@@ -463,14 +467,45 @@ def chat(
         if not line:
             break
         history.append({"role": "user", "content": line})
+        note = language_note(line, model, engine.base_dir, languages)
+        if note:
+            console.print(f"[dim]note: {escape(note)}[/]")
         citations, deltas, summary = engine.stream(history[-1:], model, params, use_rag)
         out.print(f"{model}> ", end="")
         for piece in deltas:
             out.print(piece, end="", soft_wrap=True)
         out.print()
-        for c in citations:
-            console.print(f"  [dim][{c['index']}] {c['source']} · {c['section']}[/]")
+        _print_sources(citations, summary.text)
         history.append({"role": "assistant", "content": summary.text})
+
+
+_SNIPPET_CHARS = 80  # one terminal line per source, with its place in front
+
+
+def _print_sources(citations: list[dict], answer: str) -> None:
+    """The passages the answer cites ([n] file · section/page "snippet"), else the retrieved ones dim under
+    "retrieved:"."""
+    from hangjia.core.citations import mark_cited
+
+    marked = mark_cited(citations, [answer])
+    cited = [c for c in marked if c["cited"]]
+    shown, style = (cited, "") if cited else (marked, "dim")
+    if not shown:
+        return
+    if not cited:
+        console.print("  [dim]retrieved:[/]")
+    for c in shown:
+        where = " · ".join(p for p in (c["source"], c["section"] or "", _page(c)) if p)
+        snippet = " ".join(c["text"].split())
+        snippet = snippet if len(snippet) <= _SNIPPET_CHARS else snippet[: _SNIPPET_CHARS - 1] + "…"
+        line = escape(f'[{c["index"]}] {where}  "{snippet}"')
+        console.print(f"  [{style}]{line}[/]" if style else f"  {line}", soft_wrap=True)
+
+
+def _page(citation: dict) -> str:
+    """The page ("page 3") when the section title does not already say it (a PDF's sections are its pages)."""
+    page = citation.get("page")
+    return f"page {page}" if page is not None and citation["section"] != f"page {page}" else ""
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""What the server tests share: a real uvicorn server around an Engine, on a free port."""
+"""What the server tests (and the chat command's) share: a real uvicorn server around an Engine, on a free port; a
+three-chunk index; answers that cite."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -14,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hangjia.app.server import create_app
 from hangjia.core.config import ServeConfig
-from hangjia.llm.generation import Engine
+from hangjia.llm.generation import Completion, Engine
 
 QUESTION = [{"role": "user", "content": "How do I reset the DW4500 dishwasher?"}]
 
@@ -69,3 +71,42 @@ def wait_for(condition, seconds: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def make_index(out: Path):
+    """A saved and reloaded BM25 index over three one-chunk documents (dishwasher, warranty, heat pump)."""
+    from hangjia.corpus.chunk import Chunk
+    from hangjia.corpus.index import BM25Index
+
+    texts = {
+        "dishwasher_error_codes.md": "Error E24 means the drain is blocked; clean the filter and reset the DW4500.",
+        "warranty_policy.md": "The warranty covers parts and labour for two years from the date of purchase.",
+        "heat_pump_troubleshooting.txt": "If the heat pump ices up, run a manual defrost from the service menu.",
+    }
+    chunks = [
+        Chunk(id=f"c{i}", source=source, section="Main", start=0, end=len(text), text=text)
+        for i, (source, text) in enumerate(texts.items())
+    ]
+    index = BM25Index.build(chunks)
+    index.save(out)
+    return BM25Index.load(out)
+
+
+def answering(monkeypatch, answer: str) -> None:
+    """Make every generation answer `answer` (in two streamed pieces): the tiny model never writes [n] itself."""
+
+    def generate_texts(self, texts, name, params, control=None, *, trim=False):
+        return [Completion(answer, 10, 5, "stop") for _ in texts]
+
+    def stream_text(self, text, name, params, control=None, *, trim=False):
+        summary = Completion("", 10, 5, "stop")
+
+        def deltas():
+            for piece in (answer[:9], answer[9:]):
+                summary.text += piece
+                yield piece
+
+        return deltas(), summary
+
+    monkeypatch.setattr(Engine, "generate_texts", generate_texts)
+    monkeypatch.setattr(Engine, "stream_text", stream_text)

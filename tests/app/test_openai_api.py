@@ -16,7 +16,9 @@ from hangjia.app.server import serve
 from hangjia.core.config import ServeConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.llm.generation import Engine
-from tests.app.conftest import QUESTION, live_server
+from tests.app.conftest import QUESTION, answering, live_server, make_index
+
+QUESTION_ZH = [{"role": "user", "content": "DW4500洗碗机怎么复位？"}]
 
 
 def make_adapter(base_dir: Path, out: Path) -> Path:
@@ -35,30 +37,32 @@ def make_adapter(base_dir: Path, out: Path) -> Path:
     return out
 
 
-def make_index(out: Path):
-    from hangjia.corpus.chunk import Chunk
-    from hangjia.corpus.index import BM25Index
-
-    texts = {
-        "dishwasher_error_codes.md": "Error E24 means the drain is blocked; clean the filter and reset the DW4500.",
-        "warranty_policy.md": "The warranty covers parts and labour for two years from the date of purchase.",
-        "heat_pump_troubleshooting.txt": "If the heat pump ices up, run a manual defrost from the service menu.",
-    }
-    chunks = [
-        Chunk(id=f"c{i}", source=source, section="Main", start=0, end=len(text), text=text)
-        for i, (source, text) in enumerate(texts.items())
-    ]
-    index = BM25Index.build(chunks)
-    index.save(out)
-    return BM25Index.load(out)
-
-
 @pytest.fixture(scope="module")
 def url(tiny_model_dir, tmp_path_factory) -> Iterator[str]:
     """base + a LoRA `domain` + a BM25 index over three chunks."""
     tmp = tmp_path_factory.mktemp("serve")
     adapter = make_adapter(tiny_model_dir, tmp / "adapter")
     with live_server(Engine(tiny_model_dir, adapter, make_index(tmp / "index"))) as base_url:
+        yield base_url
+
+
+def make_empty_index(out: Path):
+    """An index whose chunk list is empty beside a BM25 model that still knows words (a hand-emptied or truncated
+    chunks.jsonl): searching it used to index past the end of the chunks, a 500."""
+    from hangjia.corpus.chunk import Chunk
+    from hangjia.corpus.index import CHUNKS_FILE, BM25Index
+
+    text = "Error E24 means the DW4500 dishwasher drain is blocked."
+    BM25Index.build([Chunk("c0", "dishwasher_error_codes.md", "Main", 0, len(text), text)]).save(out)
+    (out / CHUNKS_FILE).write_text("")
+    return BM25Index.load(out)
+
+
+@pytest.fixture(scope="module")
+def bare_url(tiny_model_dir, tmp_path_factory) -> Iterator[str]:
+    """A workspace gone wrong: no trained model, an index with no passages; and a model said to write English."""
+    engine = Engine(tiny_model_dir, None, make_empty_index(tmp_path_factory.mktemp("empty") / "index"))
+    with live_server(engine, languages=["en"]) as base_url:
         yield base_url
 
 
@@ -265,10 +269,103 @@ def test_rag_answers_carry_citations(url):
     assert "citations" not in post("base")
     assert "citations" not in post("domain", rag=False)
 
-    body = {"model": "domain", "messages": QUESTION, "max_tokens": 4, "stream": True}
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as response:
-        first = json.loads(next(response.iter_lines()).removeprefix("data: "))
-    assert first["citations"] == citations
+    events = stream_events(url, {"model": "domain", "messages": QUESTION, "max_tokens": 4})
+    assert events[0]["citations"] == [{**c, "cited": None} for c in citations]  # not known before the answer
+    assert next(e for e in events if e["choices"] and e["choices"][0]["finish_reason"])["citations"] == citations
+
+
+def stream_events(url: str, body: dict) -> list[dict]:
+    """The JSON chunks of a streamed chat completion, [DONE] left off."""
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json={**body, "stream": True}, timeout=60) as response:
+        assert response.status_code == 200, response.read()
+        lines = [line.removeprefix("data: ") for line in response.iter_lines() if line]
+    assert lines[-1] == "[DONE]"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+def test_citation_records_carry_place_span_text_and_whether_the_answer_cites_them(url, client, monkeypatch):
+    question = "How do I reset the DW4500 dishwasher, what does the warranty cover, and when does a heat pump defrost?"
+    body = {"model": "domain", "messages": [{"role": "user", "content": question}], "max_tokens": 4}
+    answering(monkeypatch, "Clean the filter, then hold START [1]【3】 [9].")
+    reply = client.chat.completions.create(**body)
+    citations = reply.model_extra["citations"]
+    assert reply.citations == citations  # the openai client keeps the extension field as an attribute too
+    assert [c["index"] for c in citations] == [1, 2, 3]
+    assert [c["score"] for c in citations] == sorted((c["score"] for c in citations), reverse=True)
+    dishwasher = next(c for c in citations if c["chunk_id"] == "c0")
+    text = "Error E24 means the drain is blocked; clean the filter and reset the DW4500."
+    assert dishwasher == {
+        "index": dishwasher["index"],
+        "chunk_id": "c0",
+        "source": "dishwasher_error_codes.md",
+        "section": "Main",
+        "page": None,
+        "start": 0,
+        "end": len(text),
+        "text": text,
+        "score": dishwasher["score"],
+        "cited": dishwasher["index"] in (1, 3),
+    }
+    assert [c["cited"] for c in citations] == [True, False, True]  # [9] is past the 3 passages: ignored
+
+    events = stream_events(url, body)
+    assert [c["cited"] for c in events[0]["citations"]] == [None, None, None]
+    finish = [e for e in events if e["choices"] and e["choices"][0]["finish_reason"]]
+    assert [c["cited"] for c in finish[0]["citations"]] == [True, False, True]
+    assert [c["index"] for c in events[0]["citations"]] == [1, 2, 3]
+
+    answering(monkeypatch, "Hold START for three seconds.")
+    assert not any(c["cited"] for c in client.chat.completions.create(**body).model_extra["citations"])
+
+
+def test_the_openapi_schema_documents_citations_and_notes(url):
+    schemas = httpx.get(f"{url}/openapi.json").json()["components"]["schemas"]
+    citation = schemas["Citation"]
+    assert set(citation["properties"]) == {
+        "index",
+        "chunk_id",
+        "source",
+        "section",
+        "page",
+        "start",
+        "end",
+        "text",
+        "score",
+        "cited",
+    }
+    assert "[index]" in citation["properties"]["cited"]["description"]
+    assert "notes" in schemas["ChatCompletion"]["properties"]
+
+
+def test_a_workspace_without_a_trained_model_names_hangjia_build(bare_url):
+    bare = openai.OpenAI(base_url=f"{bare_url}/v1", api_key="unused", max_retries=0)
+    for stream in (False, True):
+        with pytest.raises(openai.NotFoundError, match="not trained in this workspace yet; run `hangjia build`"):
+            ask(bare, "domain", stream=stream)
+    with pytest.raises(openai.NotFoundError, match="hangjia build"):
+        bare.completions.create(model="domain", prompt="Error")
+
+
+def test_an_index_without_passages_is_a_clear_400_not_a_500(bare_url):
+    bare = openai.OpenAI(base_url=f"{bare_url}/v1", api_key="unused", max_retries=0)
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError, match="holds no passages; run `hangjia ingest"):
+            ask(bare, "base", stream=stream, extra_body={"rag": True})
+    assert ask(bare, "base").choices[0].finish_reason in {"stop", "length"}  # without retrieval it answers
+
+
+def test_a_chinese_question_to_an_english_model_carries_a_note(bare_url, url):
+    bare = openai.OpenAI(base_url=f"{bare_url}/v1", api_key="unused", max_retries=0)
+    reply = ask(bare, "base", messages=QUESTION_ZH)
+    note = reply.model_extra["notes"][0]
+    assert note.startswith("The model base (") and note.endswith(
+        "writes English; answers to Chinese questions may be poor."
+    )
+    assert "notes" not in ask(bare, "base").model_extra  # an English question
+    events = stream_events(bare_url, {"model": "base", "messages": QUESTION_ZH, "max_tokens": 4})
+    assert events[0]["notes"] == [note] and all("notes" not in e for e in events[1:])
+    plain = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    assert "notes" not in ask(plain, "base", messages=QUESTION_ZH).model_extra  # what a local folder writes is unknown
 
 
 def test_serve_refuses_a_busy_port_before_loading_anything(tmp_path):

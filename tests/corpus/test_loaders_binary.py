@@ -51,6 +51,17 @@ def test_pdf_pages_are_sections_named_by_page_number():
     assert "hold the MODE key for 5 seconds" in pages["page 4"]
 
 
+def test_pdf_chunks_carry_their_page_and_other_formats_none():
+    from hangjia.corpus.chunk import Chunk, chunk_documents
+
+    text, secs = load_pdf(fixture("manual.pdf"), "manual.pdf")
+    chunks = chunk_documents([Document("docs/manual.pdf", "pdf", text, secs, "0" * 64)])
+    assert {c.page for c in chunks} == {1, 2, 3, 4}
+    assert all(c.section == f"page {c.page}" for c in chunks)
+    assert Chunk("x", "notes.md", "page 2", 0, 1, "x").page is None  # a heading, not a PDF page
+    assert Chunk("x", "manual.PDF", "Installation", 0, 1, "x").page is None
+
+
 def test_pdf_running_header_and_page_number_footer_are_dropped():
     text, _ = load_pdf(fixture("manual.pdf"), "manual.pdf")
     assert "Kestrel Heat Pumps - KH-200 Installation Guide" not in text  # header on every page

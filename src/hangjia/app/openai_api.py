@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -41,8 +41,11 @@ from hangjia.app.schemas import (
     TextCompletion,
     Usage,
 )
+from hangjia.core.citations import mark_cited
+from hangjia.core.config import ServeConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.llm.generation import Completion, Control, Engine, GenerationParams
+from hangjia.llm.languages import language_note, model_languages
 from hangjia.llm.weights import BASE, DOMAIN, PRODUCTION, ModelWeights
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -179,12 +182,29 @@ def _params(body: ChatCompletionRequest | CompletionRequest, max_tokens: int) ->
     )
 
 
+def _notes(engine: Engine, model: str, messages: list[dict[str, str]], serve_config: ServeConfig) -> list[str] | None:
+    """What the client should know about the answer before reading it: a question in a language the model does not
+    write (see llm.languages)."""
+    question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    languages = model_languages(engine.base_dir, serve_config.languages)
+    note = language_note(question, model, engine.base_dir, languages)
+    return [note] if note else None
+
+
 def _check_stream(body: ChatCompletionRequest | CompletionRequest, prompts: int = 1) -> None:
     if body.stream and body.n * prompts > 1:
         raise HangjiaError("Streaming gives one answer per request; use n=1 and one prompt with stream, or stream off.")
 
 
-@router.post("/chat/completions", response_model=None)
+# The routes return a model or a StreamingResponse, so FastAPI cannot infer the schema: name it for /openapi.json.
+_STREAMED = "; with `stream`, Server-Sent Events of its chunks (`data: {...}`), ending in `data: [DONE]`."
+
+
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    responses={200: {"model": ChatCompletion, "description": "The chat completion" + _STREAMED}},
+)
 async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,
@@ -197,6 +217,7 @@ async def chat_completions(
     _check_stream(body)
     rag = body.rag if body.rag is not None else engine.default_rag(body.model)
     messages = [m.to_engine() for m in body.messages]
+    notes = _notes(engine, body.model, messages, serve_config)
     params = _params(body, body.max_completion_tokens or body.max_tokens or serve_config.max_new_tokens)
     request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     slot = await _admit(body.model, metrics, admission)
@@ -220,7 +241,9 @@ async def chat_completions(
                 StopScanner(body.stop_list),
                 slot,
                 request,
-                first={"citations": citations if rag else None},
+                # `cited` is unknown until the answer is: null first, filled in on the chunk with finish_reason.
+                first={"citations": [{**c, "cited": None} for c in citations] if rag else None, "notes": notes},
+                last=(lambda answer: {"citations": mark_cited(citations, [answer])}) if rag else None,
                 include_usage=body.include_usage,
             )
             stream = StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
@@ -244,14 +267,19 @@ async def chat_completions(
             model=body.model,
             choices=choices,
             usage=usage,
-            citations=citations if rag else None,
+            citations=mark_cited(citations, [c.message.content for c in choices]) if rag else None,
+            notes=notes,
         )
     finally:
         if slot is not None:
             slot.close()
 
 
-@router.post("/completions", response_model=None)
+@router.post(
+    "/completions",
+    response_model=None,
+    responses={200: {"model": TextCompletion, "description": "The text completion" + _STREAMED}},
+)
 async def completions(
     body: CompletionRequest,
     request: Request,
@@ -321,8 +349,8 @@ class _ChatChunks:
     def text(self, text: str) -> str:
         return self(Delta(content=text))
 
-    def finish(self, reason: str) -> str:
-        return self(Delta(), finish_reason=reason)
+    def finish(self, reason: str, **extra) -> str:
+        return self(Delta(), finish_reason=reason, **extra)
 
     def usage(self, usage: Usage) -> str:
         return self(usage=usage)
@@ -343,7 +371,7 @@ class _TextChunks:
     def text(self, text: str) -> str:
         return self._chunk([TextChoice(text=text)])
 
-    def finish(self, reason: str) -> str:
+    def finish(self, reason: str, **extra) -> str:
         return self._chunk([TextChoice(text="", finish_reason=reason)])
 
     def usage(self, usage: Usage) -> str:
@@ -363,13 +391,20 @@ async def _sse_events(
     request: Request,
     *,
     first: dict[str, Any] | None = None,
+    last: Callable[[str], dict[str, Any]] | None = None,
     include_usage: bool,
 ) -> AsyncIterator[str]:
-    """[Role,] content pieces, finish reason, [usage], [DONE]; stops sending text at a stop string.
+    """[Role,] content pieces, finish reason, [usage], [DONE]; stops sending text at a stop string. `first` adds
+    fields to the opening chunk; `last`, given the answer as sent, fields to the chunk with the finish reason.
 
     Owns the request's slot: frees it when the stream ends, fails, or is closed because the client left
     (whose cancel event has already stopped the decoding by then)."""
     done = False
+    sent: list[str] = []
+
+    def closing() -> dict[str, Any]:
+        return last("".join(sent)) if last is not None else {}
+
     try:
         async with _cancel_on_disconnect(request, slot.control):
             opening = maker.first(**(first or {}))
@@ -380,9 +415,10 @@ async def _sse_events(
                     continue  # drain the rest: the usage counts are final only once the engine is done
                 text = scanner.feed(piece)
                 if text:
+                    sent.append(text)
                     yield maker.text(text)
                 if scanner.stopped:
-                    yield maker.finish("stop")
+                    yield maker.finish("stop", **closing())
         done = True
         if summary.finish_reason == "error":
             error = ErrorDetail(message="Generation failed; see the server log.", type="server_error")
@@ -394,8 +430,9 @@ async def _sse_events(
         if not scanner.stopped:
             tail = scanner.finish()
             if tail:
+                sent.append(tail)
                 yield maker.text(tail)
-            yield maker.finish(summary.finish_reason)
+            yield maker.finish(summary.finish_reason, **closing())
         if include_usage:
             yield maker.usage(_usage([summary], [summary]))
         yield "data: [DONE]\n\n"

@@ -1,5 +1,5 @@
 """Request and response bodies of the OpenAI chat, completions, embeddings and models APIs, plus Hangjia's
-`rag` switch and `citations`.
+`rag` switch, `citations` and `notes`.
 
 Requests ignore unknown fields: OpenAI clients send many (`user`, `logit_bias`, ...) that a small local
 server has no use for, and rejecting them would break those clients. Fields whose meaning we cannot honour
@@ -143,18 +143,48 @@ class Choice(BaseModel):
     logprobs: None = None
 
 
-Citations = list[dict[str, Any]]
+class Citation(BaseModel):
+    """Hangjia extension: one passage retrieved and put in front of the question, and where it comes from."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)  # the field docstrings become /openapi.json's descriptions
+    index: int
+    """The passage's number in the prompt; the answer cites it as `[index]`."""
+    chunk_id: str
+    """The chunk's stable id (as in the workspace's `chunks` dataset and index)."""
+    source: str
+    """The document's path under the docs folder (a zip member as `archive.zip/inner/path`)."""
+    section: str
+    """The title of the section the passage lies in ("page N" for a PDF page); may be empty."""
+    page: int | None = None
+    """The page number when the document is a PDF (its sections are its pages); null otherwise."""
+    start: int
+    """Where the passage starts: a character offset into the ingested document's text (`documents` dataset)."""
+    end: int
+    """Where the passage ends (exclusive), in the same text."""
+    text: str
+    """The passage as the model read it (its section title may be prefixed)."""
+    score: float
+    """The retrieval score that ranked it (higher is better)."""
+    cited: bool | None = None
+    """Whether the answer cites it with `[index]` (also `[1][2]`, `[1, 2]`, `【1】`); null on the first chunk of a
+    stream, before the answer exists: the chunk with `finish_reason` repeats the citations with it filled in. With
+    n > 1 answers, true when any of them cites it."""
 
 
 class ChatCompletion(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int
     model: str
     choices: list[Choice]
     usage: Usage
-    citations: Citations | None = Field(None, exclude_if=_is_none)
-    """Hangjia extension, present when RAG was used: the passages put in front of the question."""
+    citations: list[Citation] | None = Field(None, exclude_if=_is_none)
+    """Hangjia extension, present when RAG was used: the passages put in front of the question, in prompt order."""
+    notes: list[str] | None = Field(None, exclude_if=_is_none)
+    """Hangjia extension, present when there is something to know about the answer: e.g. that the question is in a
+    language the model does not write (serve.languages)."""
 
 
 class Delta(BaseModel):
@@ -170,14 +200,19 @@ class ChunkChoice(BaseModel):
 
 
 class ChatCompletionChunk(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     created: int
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = Field(None, exclude_if=_is_none)
-    citations: Citations | None = Field(None, exclude_if=_is_none)
-    """Sent on the first chunk only, when RAG was used."""
+    citations: list[Citation] | None = Field(None, exclude_if=_is_none)
+    """When RAG was used: on the first chunk (`cited` null), and again on the chunk with `finish_reason` (`cited`
+    filled in from the whole answer)."""
+    notes: list[str] | None = Field(None, exclude_if=_is_none)
+    """On the first chunk only, as ChatCompletion.notes."""
 
 
 class TextChoice(BaseModel):

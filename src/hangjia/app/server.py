@@ -24,6 +24,7 @@ from hangjia.app.schemas import ErrorDetail, ErrorResponse
 from hangjia.core.config import ServeConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.llm.generation import Engine
+from hangjia.llm.weights import DOMAIN
 
 
 def create_app(engine: Engine, serve_config: ServeConfig) -> FastAPI:
@@ -117,6 +118,22 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def startup_warnings(engine: Engine, workspace: Path) -> list[str]:
+    """What `hangjia serve` says at startup about a workspace it can only partly serve (requests for the missing
+    part get a 4xx saying the same)."""
+    warnings = []
+    if DOMAIN not in engine.model_names:
+        warnings.append(f"No trained model in {workspace} yet: only 'base' is served; `hangjia build` makes 'domain'.")
+    if engine.index is None:
+        warnings.append(f"No search index in {workspace}: answers are not grounded in documents; run `hangjia ingest`.")
+    elif not engine.index.chunks:
+        warnings.append(
+            f"The search index in {workspace} holds no passages: requests with rag get a 400; run `hangjia ingest "
+            "--force` on a folder of readable documents."
+        )
+    return warnings
+
+
 def serve(workspace: Path, base_model: str, serve_config: ServeConfig, rag_top_k: int) -> None:
     """Serve the workspace's models over HTTP until interrupted."""
     import uvicorn
@@ -131,9 +148,10 @@ def serve(workspace: Path, base_model: str, serve_config: ServeConfig, rag_top_k
         config = uvicorn.Config(app, host=host, port=port, log_level="info")
         # uvicorn prints no "running on" line when handed a socket, so say where we are ourselves.
         address = f"[{host}]" if ":" in host else host
-        logging.getLogger("uvicorn.error").info(
-            "Serving %s at http://%s:%d/v1 (Press CTRL+C to quit)", ", ".join(engine.model_names), address, port
-        )
+        log = logging.getLogger("uvicorn.error")
+        log.info("Serving %s at http://%s:%d/v1 (Press CTRL+C to quit)", ", ".join(engine.model_names), address, port)
+        for warning in startup_warnings(engine, workspace):
+            log.warning(warning)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()

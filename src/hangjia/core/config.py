@@ -394,6 +394,10 @@ class ServeConfig(_Section):
     """Requests generating at once; the transformers engine decodes one at a time behind a lock, so 1."""
     max_waiting: int = Field(32, ge=0)
     """Requests queued for a slot; one more gets 429 with Retry-After instead of waiting."""
+    languages: list[str] | None = None
+    """Languages the served models write, as ISO 639-1 codes (en, zh, ...). A Chinese question to a model that does
+    not write Chinese gets a note with its answer (`notes` in the API, a dim line in `hangjia chat`). Unset: English
+    for the embedded SmolLM2-135M, unknown (no note) for a local model folder."""
 
 
 class ProjectConfig(_Section):

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from itertools import accumulate
 
 from hangjia.corpus.documents import Document, Section
+from hangjia.corpus.text import page_number
 
 
 @dataclass
@@ -26,6 +27,11 @@ class Chunk:
     start: int
     end: int
     text: str
+
+    @property
+    def page(self) -> int | None:
+        """The PDF page the chunk comes from (a PDF's sections are its pages); None for other formats."""
+        return page_number(self.source, self.section)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -20,6 +20,19 @@ class Section:
 
 Block = tuple[str, str]  # (section title, section text)
 
+_PAGE_TITLE = re.compile(r"page (\d+)")
+
+
+def page_title(number: int) -> str:
+    """The title of a PDF page's section: the PDF loader makes one section per page."""
+    return f"page {number}"
+
+
+def page_number(source: str, title: str) -> int | None:
+    """The page a section is, for a PDF's "page N" sections; None for any other section or format."""
+    match = _PAGE_TITLE.fullmatch(title)
+    return int(match.group(1)) if match and source.lower().endswith(".pdf") else None
+
 
 _BOMS = [  # UTF-32 first: its little-endian BOM starts with the UTF-16 one
     (codecs.BOM_UTF32_LE, "utf-32"),

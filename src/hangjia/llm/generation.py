@@ -174,6 +174,12 @@ class Engine:
         return names + [PRODUCTION] if self.production_dir is not None else names
 
     def check_model(self, name: str) -> None:
+        if name == DOMAIN and self.adapter_dir is None:
+            raise HangjiaError(
+                "Model 'domain' is not trained in this workspace yet; run `hangjia build` (or `hangjia train`) "
+                f"first, or ask for 'base'. This server has: {', '.join(self.model_names)}.",
+                status_code=404,
+            )
         if name not in self.model_names:
             raise HangjiaError(
                 f"Unknown model '{name}'; this server has: {', '.join(self.model_names)}.", status_code=404
@@ -189,6 +195,11 @@ class Engine:
             return messages, []
         if self.index is None:
             raise HangjiaError("RAG was requested but this workspace has no index; run `hangjia ingest` first.")
+        if not self.index.chunks:
+            raise HangjiaError(
+                "RAG was requested but the workspace's index holds no passages; run `hangjia ingest --docs DIR "
+                "--force` on a folder of readable documents, or turn retrieval off (rag: false, chat --no-rag)."
+            )
         last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
         if last is None:
             return messages, []
@@ -197,7 +208,18 @@ class Engine:
         passages = [chunk for chunk, _ in hits]
         messages[last]["content"] = with_context(question, passages)
         citations = [
-            {"index": i, "chunk_id": c.id, "source": c.source, "section": c.section, "score": round(s, 4)}
+            {
+                "index": i,  # the [i] the prompt numbers the passage with
+                "chunk_id": c.id,
+                "source": c.source,
+                "section": c.section,
+                "page": c.page,
+                "start": c.start,
+                "end": c.end,
+                "text": c.text.strip(),  # as the prompt shows it
+                "score": round(s, 4),
+                "cited": False,  # known once the answer is: core.citations.mark_cited
+            }
             for i, (c, s) in enumerate(hits, start=1)
         ]
         return messages, citations

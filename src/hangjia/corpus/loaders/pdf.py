@@ -9,7 +9,7 @@ from collections import Counter
 from pypdf import PdfReader
 from pypdf.errors import DependencyError
 
-from hangjia.corpus.text import Section, assemble, normalise, one_line
+from hangjia.corpus.text import Section, assemble, normalise, one_line, page_title
 
 _EDGE_LINES = 2  # running headers/footers are at most this many lines at the top or bottom of a page
 _DIGITS = re.compile(r"\d+")
@@ -67,4 +67,4 @@ def load_pdf(raw: bytes, relpath: str) -> tuple[str, list[Section]]:
     if not any(pages):
         raise ValueError("no extractable text (scanned PDF? OCR is not supported)")
     pages = _drop_running_lines(pages)
-    return assemble([(f"page {n}", "\n".join(lines)) for n, lines in enumerate(pages, 1)])
+    return assemble([(page_title(n), "\n".join(lines)) for n, lines in enumerate(pages, 1)])
