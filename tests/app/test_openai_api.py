@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from hangjia.app.openai_api import StopScanner
-from hangjia.app.server import serve
+from hangjia.app.server import serve, startup_warnings
 from hangjia.core.config import ServeConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.llm.generation import Engine
@@ -352,6 +352,22 @@ def test_an_index_without_passages_is_a_clear_400_not_a_500(bare_url):
         with pytest.raises(openai.BadRequestError, match="holds no passages; run `hangjia ingest"):
             ask(bare, "base", stream=stream, extra_body={"rag": True})
     assert ask(bare, "base").choices[0].finish_reason in {"stop", "length"}  # without retrieval it answers
+
+
+def test_serve_says_at_startup_what_a_partly_built_workspace_lacks(tmp_path):
+    from types import SimpleNamespace
+
+    bare = SimpleNamespace(model_names=["base"], index=None)
+    assert [w.split(":")[0] for w in startup_warnings(bare, tmp_path)] == [
+        f"No trained model in {tmp_path} yet",
+        f"No search index in {tmp_path}",
+    ]
+    assert "`hangjia build`" in startup_warnings(bare, tmp_path)[0]
+    empty = SimpleNamespace(model_names=["base", "domain"], index=SimpleNamespace(chunks=[]))
+    (warning,) = startup_warnings(empty, tmp_path)
+    assert "holds no passages" in warning and "hangjia ingest" in warning
+    built = SimpleNamespace(model_names=["base", "domain"], index=SimpleNamespace(chunks=["c0"]))
+    assert startup_warnings(built, tmp_path) == []
 
 
 def test_a_chinese_question_to_an_english_model_carries_a_note(bare_url, url):
