@@ -59,7 +59,7 @@ def main() -> None:
     cfg = load_config(args.config)
     ws = Workspace(args.workspace)
     ingest(ws, cfg, console)
-    build_index(ws, console)
+    build_index(ws, cfg, console)
     chunks = [Chunk.from_dict(r) for r in ingested(ws, "chunks")]
     questions = [q for q in load_questions(Path(cfg.eval.questions)) if q.type != "unanswerable"]
     table = Table(title=f"BM25 over {len(chunks)} chunks, {len(questions)} answerable questions ({args.config.name})")

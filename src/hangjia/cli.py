@@ -138,7 +138,7 @@ def ingest(
     from hangjia.stages.ingest import ingest as run_ingest
 
     ws, cfg = _setup(workspace, config, docs, engine)
-    _summary([run_ingest(ws, cfg, console, force), run_index(ws, console, force)], "ingest")
+    _summary([run_ingest(ws, cfg, console, force), run_index(ws, cfg, console, force)], "ingest")
 
 
 @app.command()

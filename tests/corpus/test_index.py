@@ -38,10 +38,12 @@ def test_search_ranks_the_chunk_with_the_code_first():
             chunk(2, "Error E24 means the drain pump is blocked."),
         ]
     )
-    assert idx.search("KP-2210")[0][0].id == chunk(0, "").id
-    assert idx.search("what does e24 mean")[0][0].text.startswith("Error E24")
-    scores = [s for _, s in idx.search("drain pump", k=3)]
+    assert idx.search("KP-2210")[0].chunk.id == chunk(0, "").id
+    assert idx.search("what does e24 mean")[0].chunk.text.startswith("Error E24")
+    hits = idx.search("drain pump", k=3)
+    scores = [hit.score for hit in hits]
     assert scores == sorted(scores, reverse=True) and all(s > 0 for s in scores)
+    assert all(hit.bm25 == hit.score and hit.dense is None for hit in hits)
 
 
 def test_edge_cases_return_empty_or_clamp(index):
@@ -60,8 +62,8 @@ def test_save_load_round_trip_gives_identical_results(index, tmp_path):
     loaded = BM25Index.load(tmp_path / "idx")
     assert loaded.chunks == index.chunks
     for query in ("E24 drain pump", "KP-2211 price", "Who manages the Brennvik centre?", "glycol"):
-        assert [(c.id, round(s, 5)) for c, s in loaded.search(query, k=5)] == [
-            (c.id, round(s, 5)) for c, s in index.search(query, k=5)
+        assert [(h.chunk.id, round(h.score, 5)) for h in loaded.search(query, k=5)] == [
+            (h.chunk.id, round(h.score, 5)) for h in index.search(query, k=5)
         ]
 
 
@@ -78,7 +80,7 @@ def test_recall_at_3_on_kestrel_lookup_and_numeric_questions(index):
     hits = 0
     for q in questions:
         sources = {s.removeprefix("docs/") for s in q["source"]}
-        hits += any(c.source in sources for c, _ in index.search(q["question"], k=3))
+        hits += any(h.chunk.source in sources for h in index.search(q["question"], k=3))
     recall = hits / len(questions)
     print(f"BM25 recall@3 on {len(questions)} lookup+numeric questions: {recall:.3f}")
     assert len(questions) == 50

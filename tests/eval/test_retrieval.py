@@ -82,7 +82,7 @@ def test_kestrel_recall_at_3_agrees_with_a_direct_count():
     result = recall_at_k(kestrel, questions, ks=(1, 3, 5))
     lookup = [q for q in questions if q.type == "lookup"]
     direct = sum(
-        any(c.source in {s.removeprefix("docs/") for s in q.source} for c, _ in kestrel.search(q.question, k=3))
+        any(h.chunk.source in {s.removeprefix("docs/") for s in q.source} for h in kestrel.search(q.question, k=3))
         for q in lookup
     )
     assert result["by_type"]["lookup"]["recall@3"] == round(direct / len(lookup), 4)

@@ -161,7 +161,7 @@ def test_a_failing_stage_keeps_the_previous_output(cfg, tmp_path):
     ws = Workspace(tmp_path / "ws")
     console = Console(quiet=True)
     ingest(ws, cfg, console)
-    index(ws, console)
+    index(ws, cfg, console)
     synth(ws, cfg, console)
     cfg.select.quality = "none"
     cfg.select.general_ratio = 0.0

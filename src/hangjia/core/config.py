@@ -355,6 +355,10 @@ class EvalConfig(_Section):
 class RagConfig(_Section):
     top_k: int = Field(3, ge=1, le=50)
     """Chunks retrieved and put in front of the question when RAG is on."""
+    retrieval: Literal["bm25", "dense", "hybrid"] = "bm25"
+    """How chunks are found: BM25, dense (all-MiniLM-L6-v2 embeddings), or hybrid (both fused by reciprocal rank)."""
+    vector_store: Literal["memory", "lancedb"] = "memory"
+    """Where dense and hybrid keep the chunk vectors: memory (numpy), or lancedb on disk for corpora past memory."""
     guard: bool = True
     """The answer guard (llm/guard.py): "the documents do not say" when the question names a code or name no
     document mentions, or the answer holds a number or code the passages do not."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import bm25s
@@ -51,6 +52,29 @@ def _stem(word: str) -> str:
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved chunk: `score` is what ranked it (BM25, cosine or fused), beside both signals on their own."""
+
+    chunk: Chunk
+    score: float
+    bm25: float
+    """The chunk's BM25 score for the query (0: no query term occurs in it)."""
+    dense: float | None = None
+    """Cosine of the query's and the chunk's embeddings; None when the index has no vectors (rag.retrieval: bm25)."""
+
+
+def indexed_text(chunk: Chunk) -> str:
+    """What is indexed for a chunk, by BM25 and the embedder alike: its file name ("heat pump troubleshooting"),
+    which often names what the chunk is about, then its text."""
+    return f"{Path(chunk.source).stem.replace('_', ' ')} {chunk.text}"
+
+
+def top_positive(scores: np.ndarray, k: int) -> list[int]:
+    """Positions of the k best positive scores, best first; ties keep their order."""
+    return [int(i) for i in np.argsort(-scores, kind="stable")[: max(k, 0)] if scores[i] > 0]
+
+
 class BM25Index:
     """Chunks plus a bm25s index over their text."""
 
@@ -63,8 +87,7 @@ class BM25Index:
         if not chunks:
             raise HangjiaError("There are no chunks to index; ingest a docs folder with readable files.")
         retriever = bm25s.BM25()
-        # The file name ("heat_pump_troubleshooting") is indexed too: it often names what a chunk is about.
-        corpus = [tokenize(f"{Path(c.source).stem.replace('_', ' ')} {c.text}") for c in chunks]
+        corpus = [tokenize(indexed_text(c)) for c in chunks]
         retriever.index(corpus, show_progress=False)
         return cls(chunks, retriever)
 
@@ -85,11 +108,12 @@ class BM25Index:
         retriever = bm25s.BM25.load(str(directory), show_progress=False)
         return cls(chunks, retriever)
 
-    def search(self, query: str, k: int = 3) -> list[tuple[Chunk, float]]:
-        """Up to k chunks with a positive score, best first; ties keep chunk order."""
+    def scores(self, query: str) -> np.ndarray:
+        """Every chunk's BM25 score for the query, in chunk order (all 0 when no query term is in the index)."""
         tokens = [t for t in tokenize(query) if t in self._retriever.vocab_dict]
-        if not tokens or k <= 0:
-            return []
-        scores = self._retriever.get_scores(tokens)
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [(self.chunks[i], float(scores[i])) for i in order if scores[i] > 0]
+        return self._retriever.get_scores(tokens) if tokens else np.zeros(len(self.chunks), dtype=np.float32)
+
+    def search(self, query: str, k: int = 3) -> list[Hit]:
+        """Up to k chunks with a positive score, best first; ties keep chunk order."""
+        scores = self.scores(query)
+        return [Hit(self.chunks[i], float(scores[i]), float(scores[i])) for i in top_positive(scores, k)]

@@ -1,4 +1,5 @@
-"""Retrieval quality on the QA set: recall@k and MRR of the BM25 index against each question's source documents.
+"""Retrieval quality on the QA set: recall@k and MRR of a retriever (BM25, dense or hybrid) against each question's
+source documents.
 
 A question is a hit at k when any of the top-k chunks comes from one of its `source` documents. Question files name
 sources relative to their own folder ("docs/faq.md") while chunks carry paths relative to the docs folder
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hangjia.corpus.index import BM25Index
+    from hangjia.corpus.retrieve import Retriever
     from hangjia.eval.qa import Question
 
 
@@ -43,7 +45,7 @@ def _metrics(ranks: list[int | None], ks: Sequence[int]) -> dict[str, Any]:
 
 
 def recall_at_k(
-    index: BM25Index, questions: Sequence[Question | Mapping[str, Any]], ks: Sequence[int] = (1, 3, 5)
+    index: Retriever | BM25Index, questions: Sequence[Question | Mapping[str, Any]], ks: Sequence[int] = (1, 3, 5)
 ) -> dict[str, Any]:
     """recall@k for each k and MRR (over the top max(ks) chunks), overall and per question type.
 
@@ -63,7 +65,7 @@ def recall_at_k(
             continue
         hits = index.search(_field(q, "question"), k=depth)
         rank = next(
-            (i for i, (chunk, _) in enumerate(hits, start=1) if any(source_matches(chunk.source, s) for s in sources)),
+            (i for i, hit in enumerate(hits, start=1) if any(source_matches(hit.chunk.source, s) for s in sources)),
             None,
         )
         per_question.append({"id": _field(q, "id"), "type": _field(q, "type", "lookup"), "rank": rank})

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from hangjia.core.workspace import Workspace
     from hangjia.corpus.index import BM25Index
+    from hangjia.corpus.retrieve import Retriever
 
 
 @dataclass
@@ -120,7 +121,7 @@ class Engine:
         self,
         base_dir: Path,
         adapter_dir: Path | None = None,
-        index: BM25Index | None = None,
+        index: Retriever | BM25Index | None = None,
         rag_top_k: int = 3,
         production_dir: Path | None = None,
     ):
@@ -162,10 +163,10 @@ class Engine:
         """`base` from the trained adapter's own base (else `base_model`), `domain` from `train/adapter` (or from
         `dpo/adapter` when `hangjia dpo` has run on this very SFT adapter), retrieval from `index/` when built;
         `production` from the given folder, when there is one."""
-        from hangjia.corpus.index import BM25Index
+        from hangjia.llm.retrieval import load_retriever
 
         domain = domain_weights(workspace, base_model)
-        index = BM25Index.load(workspace.stage_dir("index")) if workspace.manifest("index") else None
+        index = load_retriever(workspace.stage_dir("index")) if workspace.manifest("index") else None
         return cls(domain.base_dir, domain.tuned, index, rag_top_k, production)
 
     @property
@@ -205,7 +206,7 @@ class Engine:
             return messages, []
         question = messages[last]["content"]
         hits = self.index.search(question, k=self.rag_top_k)
-        passages = [chunk for chunk, _ in hits]
+        passages = [hit.chunk for hit in hits]
         messages[last]["content"] = with_context(question, passages)
         citations = [
             {
@@ -220,7 +221,7 @@ class Engine:
                 "score": round(s, 4),
                 "cited": False,  # known once the answer is: core.citations.mark_cited
             }
-            for i, (c, s) in enumerate(hits, start=1)
+            for i, (c, s) in enumerate([(hit.chunk, hit.score) for hit in hits], start=1)
         ]
         return messages, citations
 

@@ -41,7 +41,7 @@ def build(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fal
     """All stages in order; evaluation only when questions are configured."""
     results = [
         ingest(ws, cfg, console, force),
-        index(ws, console, force),
+        index(ws, cfg, console, force),
         synth(ws, cfg, console, force),
         select(ws, cfg, console, force),
         train(ws, cfg, console, force),
