@@ -87,6 +87,7 @@ def _ingest_report(report: dict[str, Any]) -> None:
     out.print(f"loaded {report['documents']} documents ({formats}) → {report['chunks']} chunks")
     if report.get("pii"):
         out.print("redacted PII: " + ", ".join(f"{n} {kind}" for kind, n in sorted(report["pii"].items())))
+    _kept_contacts(report.get("pii_kept", []), report.get("pii_keep_rules", {}))
     cleaning = report.get("cleaning") or {}
     if cleaning:
         out.print(
@@ -102,6 +103,18 @@ def _ingest_report(report: dict[str, Any]) -> None:
         )
     for skip in report["skipped"]:
         out.print(f"[yellow]skipped[/] {skip['path']}: {skip['reason']}")
+
+
+def _kept_contacts(kept: list[dict[str, Any]], why: dict[str, str], shown: int = 8) -> None:
+    """The published contacts ingest left in the text, by the rule that kept them, `shown` values a rule."""
+    if not kept:
+        return
+    out.print(f"kept {len(kept)} published contacts ({sum(k['count'] for k in kept)} mentions) as not personal:")
+    for rule in sorted({k["rule"] for k in kept}):
+        values = [f"{k['value']} ×{k['count']}" if k["count"] > 1 else k["value"] for k in kept if k["rule"] == rule]
+        more = f", … {len(values) - shown} more (ingest/report.json)" if len(values) > shown else ""
+        line = f"  [green]{rule}[/]: {', '.join(values[:shown])}{more} [dim]({why.get(rule, '')})[/]"  # no "[" in them
+        out.print(line, highlight=False, soft_wrap=True)
 
 
 def _fmt(value: Any) -> str:

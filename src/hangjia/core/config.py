@@ -47,8 +47,10 @@ class IngestConfig(_Section):
     """Replace e-mails, phone numbers, resident ID and bank card numbers and IPs with placeholders."""
     pii_placeholders: dict[str, str] = {}
     """Placeholder per kind (email, phone, cn_id, bank_card, ip), e.g. {phone: "<tel>"}; unset kinds keep theirs."""
+    keep_org_contacts: bool = True
+    """Keep phones and e-mails published as the organisation's (a hotline, a service centre's record, service@)."""
     pii_allow: list[str] = []
-    """Published contacts that are not personal data (a company hotline, a support address): never redacted."""
+    """Contacts never redacted, for what keep_org_contacts cannot tell (an unlabelled landline in running text)."""
     chunk_tokens: int = Field(160, ge=16, le=8192)
     """Largest chunk, in tokens of the base model's tokenizer; chunks never cross a section boundary."""
     chunk_overlap_tokens: int = Field(24, ge=0, le=2048)

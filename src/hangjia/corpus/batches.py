@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from hangjia.corpus.chunk import chunk_documents
-from hangjia.corpus.clean import DEFAULT_OPTIONS, CleanOptions, CleanReport, clean_document
+from hangjia.corpus.clean import DEFAULT_OPTIONS, CleanOptions, CleanReport, clean_document, tally_kept
 from hangjia.corpus.documents import Document
 
 SECTION = pa.struct([("title", pa.string()), ("start", pa.int64()), ("end", pa.int64())])
@@ -35,6 +35,7 @@ CLEANED_SCHEMA = pa.schema(
         *DOCUMENT_SCHEMA,
         ("filtered_reason", pa.string()),  # null when kept, else "too short, repetitive"
         ("pii", pa.string()),  # JSON object of redacted items per kind, e.g. {"phone": 2}
+        ("pii_kept", pa.string()),  # JSON list of kept contacts, rows of CleanReport.pii_kept
         ("language", pa.string()),
         ("changed", pa.bool_()),
         ("header_footer_lines", pa.int64()),
@@ -72,6 +73,7 @@ def _clean_row(doc: Document, repeated: frozenset[str], options: CleanOptions) -
     return cleaned.to_dict() | {
         "filtered_reason": ", ".join(issues) or None,
         "pii": json.dumps(counts.pii, ensure_ascii=False),
+        "pii_kept": json.dumps(counts.pii_kept, ensure_ascii=False),
         "language": counts.language,
         "changed": counts.changed,
         "header_footer_lines": counts.header_footer_lines,
@@ -99,8 +101,10 @@ def clean_results(cleaned: pa.Table) -> tuple[pa.Table, list[tuple[str, str]], C
         report.boilerplate_lines += row["boilerplate_lines"]
         report.languages[row["source"]] = row["language"]
         report.pii.update(json.loads(row["pii"]))
+        report.pii_kept.extend(json.loads(row["pii_kept"]))
         if row["filtered_reason"] is not None:
             report.filtered.append((row["source"], row["filtered_reason"]))
+    report.pii_kept = tally_kept(report.pii_kept)
     kept = cleaned.filter(cleaned["filtered_reason"].is_null()).select(DOCUMENT_SCHEMA.names)
     return kept, list(report.filtered), report
 

@@ -11,11 +11,12 @@ import unicodedata
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import ftfy
 
 from hangjia.corpus.documents import Document
-from hangjia.corpus.pii import redact
+from hangjia.corpus.pii import Kept, redact_keeping
 from hangjia.corpus.text import Block, assemble, one_line
 
 
@@ -35,9 +36,30 @@ class CleanReport:
     """(source, reason) for documents left out by the quality filters."""
     pii: Counter[str] = field(default_factory=Counter)
     """Redacted items per PII kind, over all documents."""
+    pii_kept: list[dict[str, Any]] = field(default_factory=list)
+    """Contacts left in the text: kind, value, the rule that kept it, count and sources (see `tally_kept`)."""
 
     def to_dict(self) -> dict:
         return asdict(self) | {"pii": dict(self.pii), "filtered": [list(f) for f in self.filtered]}
+
+
+KEPT_SOURCES = 3  # documents named per kept contact in the report; a hotline on every page would name them all
+
+
+def tally_kept(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of kept contacts with one kind, value and rule made one row: counts added, the first KEPT_SOURCES
+    sources by name; sorted, so batches merged in any order give the same list."""
+    merged: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["kind"], row["value"], row["rule"])
+        into = merged.setdefault(key, {"kind": key[0], "value": key[1], "rule": key[2], "count": 0, "sources": []})
+        into["count"] += row["count"]
+        into["sources"] = sorted(set(into["sources"]) | set(row["sources"]))[:KEPT_SOURCES]
+    return [merged[key] for key in sorted(merged)]
+
+
+def _kept_rows(kept: Iterable[Kept], source: str) -> list[dict[str, Any]]:
+    return [{**asdict(k), "count": n, "sources": [source]} for k, n in Counter(kept).items()]
 
 
 # --- text -----------------------------------------------------------------------------------------------------------
@@ -233,6 +255,8 @@ class DocumentCounts:
     header_footer_lines: int = 0
     boilerplate_lines: int = 0
     pii: Counter[str] = field(default_factory=Counter)
+    pii_kept: list[dict[str, Any]] = field(default_factory=list)
+    """Contacts left in the text, as rows of CleanReport.pii_kept."""
     language: str = "und"
     """Language code of the cleaned text."""
     changed: bool = False
@@ -255,6 +279,8 @@ class CleanOptions:
     """Placeholder overrides per PII kind."""
     pii_allow: tuple[str, ...] = ()
     """Published contacts that are never redacted."""
+    keep_org_contacts: bool = True
+    """Keep phone numbers and e-mails that contacts.py judges to be the organisation's, not a person's."""
 
 
 DEFAULT_OPTIONS = CleanOptions()
@@ -270,6 +296,7 @@ def clean_document(
     drop = frozenset() if doc.format in _RECORD_FORMATS else repeated
     counts = DocumentCounts()
     blocks: list[Block] = []
+    kept_in_doc: list[Kept] = []
     for title, body in pieces:
         lines = []
         for line in clean_text(body).split("\n"):
@@ -281,11 +308,14 @@ def clean_document(
                 lines.append(line)
         body, title = "\n".join(lines), one_line(clean_text(title))
         if options.redact_pii:
-            body, found = redact(body, options.placeholders, allow=options.pii_allow)
+            allow, keep_org = options.pii_allow, options.keep_org_contacts
+            body, found, kept = redact_keeping(body, options.placeholders, allow=allow, keep_org=keep_org)
             # Titles repeat their section's first line, whose redactions are counted there.
-            title = redact(title, options.placeholders, allow=options.pii_allow)[0]
+            title = redact_keeping(title, options.placeholders, allow=allow, keep_org=keep_org)[0]
             counts.pii.update(found)
+            kept_in_doc.extend(kept)
         blocks.append((title, body))
+    counts.pii_kept = _kept_rows(kept_in_doc, doc.source)
     text, sections = assemble(blocks)
     counts.changed = text != doc.text or sections != doc.sections
     counts.language = detect_language(text)
@@ -308,9 +338,11 @@ def clean_documents(
         report.header_footer_lines += counts.header_footer_lines
         report.boilerplate_lines += counts.boilerplate_lines
         report.pii.update(counts.pii)
+        report.pii_kept.extend(counts.pii_kept)
         report.languages[doc.source] = counts.language
         if issues:
             report.filtered.append((doc.source, ", ".join(issues)))
         else:
             kept.append(cleaned)
+    report.pii_kept = tally_kept(report.pii_kept)
     return kept, list(report.filtered), report

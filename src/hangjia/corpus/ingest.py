@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from hangjia.core.errors import HangjiaError
 from hangjia.corpus.batch_runner import map_batches
 from hangjia.corpus.batches import DOCUMENT_SCHEMA, chunk_batch, clean_batch, clean_results, documents_table
-from hangjia.corpus.clean import CleanOptions, CleanReport, RepeatedLines
+from hangjia.corpus.clean import CleanOptions, CleanReport, RepeatedLines, tally_kept
 from hangjia.corpus.dedup import Cluster, Embed, group_duplicates, sketch
 from hangjia.corpus.documents import MAX_FILE_BYTES, Document, Skipped, check_folder, iter_documents, none_loaded
 
@@ -194,6 +194,7 @@ def _merge(report: CleanReport, part: CleanReport) -> None:
     report.languages.update(part.languages)
     report.filtered.extend(part.filtered)
     report.pii.update(part.pii)
+    report.pii_kept = tally_kept(report.pii_kept + part.pii_kept)
 
 
 def _chunk(cleaned: Path, result: Ingested, dropped: set[str], chunk_fn: Callable, engine: str) -> None:

@@ -3,6 +3,9 @@
 Every kind is found by a candidate pattern plus a check (checksum, birth date, Luhn, octet range, number length), so
 prices, dates, part and serial numbers stay as they are. Patterns use ASCII boundaries, not `\\b`, because Chinese
 characters count as word characters: "电话13812345678或邮箱a@b.cn" must still match.
+
+Published contacts (a hotline, a service centre's landline, service@) can be kept: those listed in `allow`, and with
+`keep_org` the phone numbers and e-mails that contacts.py judges to be the organisation's rather than a person's.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ import ipaddress
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date
 
 import phonenumbers
+
+from hangjia.corpus.contacts import CN_MOBILE_NUMBER, ORGANISATIONAL, RULES, contact_at, keep_rule
 
 PLACEHOLDERS: dict[str, str] = {
     "email": "[EMAIL]",
@@ -39,7 +45,7 @@ _EMAIL = re.compile(
 )
 
 # --- phone ----------------------------------------------------------------------------------------------------------
-_CN_MOBILE = re.compile(_B + r"(?:(?:\+|00)86[ -]?|\(\+86\)[ -]?)?1[3-9]\d([ -]?)\d{4}\1\d{4}" + _A)
+_CN_MOBILE = re.compile(_B + CN_MOBILE_NUMBER + _A)
 _CN_LANDLINE = re.compile(_B + r"(?:0\d{2,3}-|\(0\d{2,3}\)[ ]?)\d{7,8}" + _A)
 # National numbers in other formats ("0800 318 4400", "0471 552 010") look like any grouped digits, so they are only
 # taken right after a word that announces a phone number: "phone: …", "hotline on …", "call us on …", "电话：…".
@@ -211,18 +217,48 @@ def _allow_key(value: str) -> str:
     return digits if len(digits) >= 6 else value.strip().casefold()
 
 
+ALLOW_LIST = "allow_list"
+"""The rule name of a contact kept because `allow` lists it."""
+KEEP_RULES = {ALLOW_LIST: "listed in ingest.pii_allow"} | {name: RULES[name] for name in ORGANISATIONAL}
+"""Why each rule keeps a contact, for the ingest report."""
+CONTACT_KINDS = ("phone", "email")  # the kinds contacts.py may keep; IDs, cards and IPs are always personal
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A contact left as it was, and the rule that kept it (ALLOW_LIST, or a name in contacts.ORGANISATIONAL)."""
+
+    kind: str
+    value: str
+    rule: str
+
+
 def redact(
     text: str,
     placeholders: dict[str, str] | None = None,
     kinds: Iterable[str] | None = None,
     allow: Iterable[str] = (),
+    keep_org: bool = False,
 ) -> tuple[str, Counter[str]]:
     """Replace personal data with placeholders; return the new text and how many of each kind were replaced.
 
     `placeholders` overrides entries of PLACEHOLDERS; `kinds` limits which kinds are replaced (overlaps are still
     resolved among all kinds, so an e-mail made of a phone number is never half-replaced). `allow` lists published
-    contacts that are not personal data (a company hotline, a support address) and are kept as they are.
+    contacts that are not personal data (a company hotline, a support address) and are kept as they are; with
+    `keep_org`, so are the phone numbers and e-mails that contacts.py judges to be the organisation's.
     """
+    redacted, counts, _ = redact_keeping(text, placeholders, kinds, allow, keep_org)
+    return redacted, counts
+
+
+def redact_keeping(
+    text: str,
+    placeholders: dict[str, str] | None = None,
+    kinds: Iterable[str] | None = None,
+    allow: Iterable[str] = (),
+    keep_org: bool = False,
+) -> tuple[str, Counter[str], list[Kept]]:
+    """`redact`, and also the contacts it kept (allowed, or the organisation's), each with the rule that kept it."""
     allowed = {_allow_key(a) for a in allow}
     names = {**PLACEHOLDERS, **(placeholders or {})}
     wanted = set(PLACEHOLDERS if kinds is None else kinds)
@@ -230,13 +266,24 @@ def redact(
     if unknown:
         raise ValueError(f"Unknown PII kind(s) {sorted(unknown)}; use some of {sorted(PLACEHOLDERS)}.")
     counts: Counter[str] = Counter()
+    kept: list[Kept] = []
     parts: list[str] = []
     pos = 0
-    for start, end, kind in find(text):
-        if kind not in wanted or _allow_key(text[start:end]) in allowed:
+    found = find(text)
+    for i, (start, end, kind) in enumerate(found):
+        if kind not in wanted:
+            continue
+        rule = ALLOW_LIST if _allow_key(text[start:end]) in allowed else None
+        if rule is None and keep_org and kind in CONTACT_KINDS:
+            # The words beside a contact stop at its neighbours: "hotline 0800 …, Anna 0471 …" labels only the first.
+            lo = found[i - 1][1] if i else 0
+            hi = found[i + 1][0] if i + 1 < len(found) else len(text)
+            rule = keep_rule(contact_at(text, start, end, kind, lo, hi))
+        if rule is not None:
+            kept.append(Kept(kind, text[start:end], rule))
             continue
         parts += [text[pos:start], names[kind]]
         pos = end
         counts[kind] += 1
     parts.append(text[pos:])
-    return "".join(parts), counts
+    return "".join(parts), counts, kept

@@ -15,6 +15,7 @@ from hangjia.core.errors import HangjiaError
 from hangjia.core.workspace import Workspace, sha256_tree
 from hangjia.corpus.clean import CleanOptions
 from hangjia.corpus.datasets import DatasetStore
+from hangjia.corpus.pii import KEEP_RULES
 from hangjia.llm.models import PRETRAINED_BASE
 from hangjia.stages.reporting import done, progress_bar, skipped
 
@@ -63,6 +64,7 @@ def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
             store = datasets(ws)
             docs_v = store.save_file("documents", out.documents, stage="ingest", config=config)
             chunks_v = store.save_file("chunks", out.chunks, parents=[docs_v.ref], stage="ingest", config=config)
+        kept = out.cleaning.get("pii_kept", [])  # published contacts left in the text, with the rule that kept each
         report = {
             "documents": out.document_count,
             "chunks": out.chunk_count,
@@ -70,13 +72,16 @@ def ingest(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fa
             + [{"path": source, "reason": f"filtered: {reason}"} for source, reason in out.filtered],
             "cleaning": out.cleaning,
             "pii": out.cleaning.get("pii", {}),
+            "pii_kept": kept,
+            "pii_keep_rules": {rule: why for rule, why in KEEP_RULES.items() if any(k["rule"] == rule for k in kept)},
             "formats": out.formats,
             "duplicates": [asdict(c) for c in out.clusters],
             "datasets": {"documents": docs_v.ref, "chunks": chunks_v.ref},
         }
         (run.dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
         run.counts.update(documents=out.document_count, chunks=out.chunk_count, skipped=len(report["skipped"]))
-        run.counts.update(pii_redacted=sum(report["pii"].values()), duplicates_dropped=_dropped(out.clusters))
+        run.counts.update(pii_redacted=sum(report["pii"].values()), pii_kept=sum(k["count"] for k in kept))
+        run.counts.update(duplicates_dropped=_dropped(out.clusters))
         run.counts.update(documents_dataset=docs_v.ref, chunks_dataset=chunks_v.ref)
     return {**done("ingest", ws), "report": report}
 
@@ -118,6 +123,7 @@ def _clean_options(cfg: ProjectConfig) -> CleanOptions | None:
         redact_pii=c.redact_pii,
         placeholders=c.pii_placeholders or None,
         pii_allow=tuple(c.pii_allow),
+        keep_org_contacts=c.keep_org_contacts,
     )
 
 
