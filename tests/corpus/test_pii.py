@@ -228,6 +228,7 @@ def kept_rules(text: str) -> dict[str, str]:
         # A role after the number is not its owner: the engineer is booked through the hotline.
         ("Book an engineer visit: call 0800 318 4400.", "0800 318 4400", "toll_free"),
         ("请拨打服务热线 400-826-7315 预约工程师上门。", "400-826-7315", "toll_free"),
+        ("任何工作日均可拨打客服电话 0571-86917305。", "0571-86917305", "org_label"),
     ],
 )
 def test_organisation_contacts_are_kept_with_their_rule(text, contact, rule):

@@ -6,8 +6,8 @@ judged from its own characters and the words beside it: the PERSONAL rules first
 ORGANISATIONAL rules (the first that fits keeps it, and its name goes into the ingest report). A contact that no rule
 recognises is redacted, privacy first; `ingest.pii_allow` keeps the cases in between.
 
-"The words beside it" are its own sentence or table cell, cut at the contact before it: in "call the hotline on
-0800 318 4400 or Anna on 0471 552 010" the second number is not labelled by "hotline". A contact that is a field of a
+"The words beside it" are its own sentence or table cell, cut at the contact before it: in "Hotline: 0845 600 4400,
+or phone 0471 552 010" the second number is not labelled by "Hotline". A contact that is a field of a
 record (a JSON or CSV row, `key: value` lines, a table row under its header) also has its field name and the other
 fields of its record.
 """
@@ -22,8 +22,8 @@ from functools import lru_cache
 
 import phonenumbers
 
-# A mainland mobile number as written, grouped 3-4-4 or not: 138 1234 5678, +86 138-1234-5678. pii.py finds phones
-# with it too, so "1-800-555-0199" (grouped 1-3-3-4) is never taken for one.
+# A mainland mobile number as written, grouped 3-4-4 or not: 138 1234 5678, +86 138-1234-5678. pii.py finds mobile
+# numbers with it, and mobile_number matches a whole contact against it: "1-800-555-0199" (1-3-3-4) is not one.
 CN_MOBILE_NUMBER = r"(?:(?:\+|00)86[ -]?|\(\+86\)[ -]?)?1[3-9]\d([ -]?)\d{4}\1\d{4}"
 
 _BEFORE = 80  # characters of the sentence before a contact that are read: "For technical support call the … on "
@@ -77,7 +77,7 @@ _PERSONAL_LABEL = re.compile(
     r"|手机|手機|直线|直線|直拨|直撥|私人|个人|個人|本人|家庭电话|家庭住址|住宅电话|微信"
 )
 # Roles and titles that make a number someone's. Bare "engineer" or "师傅" is not one: "book an engineer on 0800 …",
-# "预约师傅上门"; a surname makes it one: "王师傅", "李工程师", "张先生".
+# "预约师傅上门"; a surname makes it one: "王师傅", "李工程师", "张先生" (not "王工"/"李总": "任何工作日" has 何工).
 _SURNAMES = (  # the most common Chinese surnames
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏"
     "魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵"
@@ -87,7 +87,7 @@ _PERSON_ROLE = re.compile(
     r"(?i:\b(?:manager|supervisor|director|coordinator|secretary|contact person|attn)\b)"
     r"|\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\b\.?\s*[A-Z]"
     r"|经理|經理|主管|联系人|聯繫人|负责人|負責人|店长|店長|员工"
-    rf"|[{_SURNAMES}](?:师傅|師傅|工程师|工程師|先生|女士|小姐|老师|老師|工|总)"
+    rf"|[{_SURNAMES}](?:师傅|師傅|工程师|工程師|先生|女士|小姐|老师|老師)"
 )
 # "call Anna Berg on …": two or three capitalised words after a verb of reaching someone, none of them an org word.
 _CALL_NAME = re.compile(r"\b(?i:call|contact|ask(?: for)?|ring|reach|speak to|write to)\s+((?:[A-Z][a-z]+\s*){2,3})")
@@ -96,7 +96,7 @@ _ORG_WORDS = {
     "department", "customer", "care", "recall", "parts", "head", "reception", "store", "shop", "branch", "central",
     "home", "appliances", "ltd", "limited", "inc", "gmbh", "co", "corp", "company", "group", "the", "our", "us",
 }  # fmt: skip
-# What names a place in a record's name or title field, or in a table's header: "Service Centre Aldermoor", "网点".
+# What names a place in a record's name field or a table's first column: "Service Centre Aldermoor", "网点".
 _PLACE = re.compile(
     r"(?i:\b(?:service (?:cent(?:re|er)|point|station|partner)|cent(?:re|er)|office|branch|store|shop|showroom"
     r"|depot|outlet|workshop|hotline|department)s?\b)"
