@@ -445,7 +445,7 @@ def serve(
 
     ws, cfg = _setup(workspace, config)
     serve_config = cfg.serve.model_copy(update={"host": host or cfg.serve.host, "port": port or cfg.serve.port})
-    run_server(workspace=ws.root, base_model=cfg.train.base_model, serve_config=serve_config, rag_top_k=cfg.rag.top_k)
+    run_server(ws.root, cfg.train.base_model, serve_config, rag_top_k=cfg.rag.top_k, guard=cfg.rag.guard)
 
 
 @app.command()
@@ -457,15 +457,21 @@ def chat(
         bool | None, typer.Option("--rag/--no-rag", help="Retrieve passages (default: on for domain).")
     ] = None,
     max_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 256,
+    guard: Annotated[
+        bool | None,
+        typer.Option("--guard/--no-guard", help="The answer guard on RAG answers (default: rag.guard, on)."),
+    ] = None,
 ) -> None:
     """Chat in the terminal with a workspace's model. Empty line or Ctrl-D quits. After each answer: the sources it
-    cites ([n]), or, when it cites none, the passages retrieved for it (dim)."""
+    cites ([n]), or, when it cites none, the passages retrieved for it (dim). With RAG, the answer guard says "The
+    documents do not say." when the question names what no document mentions or the answer is not in the passages."""
+    from hangjia.eval.scoring import abstains
     from hangjia.llm.generation import Engine, GenerationParams
     from hangjia.llm.languages import language_note, model_languages
 
     ws, cfg = _setup(workspace, config)
     with console.status("loading models"):
-        engine = Engine.from_workspace(ws, cfg.train.base_model, cfg.rag.top_k)
+        engine = Engine.from_workspace(ws, cfg.train.base_model, cfg.rag.top_k, guard=cfg.rag.guard)
     engine.check_model(model)
     use_rag = engine.default_rag(model) if rag is None else rag
     languages = model_languages(engine.base_dir, cfg.serve.languages)
@@ -483,13 +489,26 @@ def chat(
         note = language_note(line, model, engine.base_dir, languages)
         if note:
             console.print(f"[dim]note: {escape(note)}[/]")
+        answer_guard = engine.guard(guard) if use_rag else None
+        verdict = answer_guard.before(line) if answer_guard else None
+        if verdict is not None and not verdict.passed:  # the documents cannot say: nothing to generate
+            out.print(f"{model}> {answer_guard.reply(line)}")
+            console.print(f"  [dim]guard: {escape(verdict.detail)}[/]")
+            history.append({"role": "assistant", "content": answer_guard.reply(line)})
+            continue
         citations, deltas, summary = engine.stream(history[-1:], model, params, use_rag)
         out.print(f"{model}> ", end="")
         for piece in deltas:
             out.print(piece, end="", soft_wrap=True)
         out.print()
-        _print_sources(citations, summary.text)
-        history.append({"role": "assistant", "content": summary.text})
+        answer = summary.text
+        if answer_guard is not None:
+            verdict = answer_guard.after(line, answer, [c["text"] for c in citations], abstains(answer))
+            if not verdict.passed:  # already on screen: say so, and keep the reply in the history
+                answer = answer_guard.reply(line)
+                console.print(f"  [yellow]guard: {escape(verdict.detail)} — {escape(answer)}[/]")
+        _print_sources(citations, answer)
+        history.append({"role": "assistant", "content": answer})
 
 
 _SNIPPET_CHARS = 80  # one terminal line per source, with its place in front

@@ -15,8 +15,9 @@ from hangjia.app.openai_api import StopScanner
 from hangjia.app.server import serve, startup_warnings
 from hangjia.core.config import ServeConfig
 from hangjia.core.errors import HangjiaError
+from hangjia.core.prompts import NOT_IN_DOCUMENTS
 from hangjia.llm.generation import Engine
-from tests.app.conftest import QUESTION, answering, live_server, make_index
+from tests.app.conftest import QUESTION, answering, live_server, make_index, sample
 
 QUESTION_ZH = [{"role": "user", "content": "DW4500洗碗机怎么复位？"}]
 
@@ -412,3 +413,46 @@ def test_stop_scanner_holds_back_only_what_may_still_be_a_stop_or_trailing_space
     assert scanner.feed("  ") == " ST"
     assert scanner.finish() == ""
     assert not scanner.stopped
+
+
+def test_the_guard_says_the_documents_do_not_say_and_why(url, client, monkeypatch):
+    """Before generating (a code no document mentions) and after (a number the passages lack); off per request."""
+    made_up = "It costs 42 EUR [1]."
+    answering(monkeypatch, made_up)
+    ask = {"model": "domain", "max_tokens": 4}
+
+    unknown = client.chat.completions.create(**ask, messages=[{"role": "user", "content": "What does E77 mean?"}])
+    choice = unknown.model_dump()["choices"][0]
+    assert choice["message"]["content"] == NOT_IN_DOCUMENTS and unknown.usage.completion_tokens == 0
+    assert choice["guard"] == {
+        "passed": False,
+        "reason": "unknown_terms",
+        "detail": "the documents never mention E77",
+        "reply": NOT_IN_DOCUMENTS,
+        "original": None,
+    }
+
+    question = [{"role": "user", "content": "How much does it cost to reset the DW4500 dishwasher?"}]
+    ungrounded = client.chat.completions.create(**ask, messages=question).model_dump()["choices"][0]
+    assert ungrounded["message"]["content"] == NOT_IN_DOCUMENTS
+    assert ungrounded["guard"]["reason"] == "ungrounded" and ungrounded["guard"]["original"] == made_up
+    assert "42" in ungrounded["guard"]["detail"]
+
+    unguarded = client.chat.completions.create(**ask, messages=question, extra_body={"guard": False})
+    assert unguarded.choices[0].message.content == made_up and "guard" not in unguarded.model_dump()["choices"][0]
+
+    # A stream cannot take back what it sent: its finishing chunk carries the verdict and the reply to show instead.
+    events = stream_events(url, {**ask, "messages": question})
+    finish = next(e for e in events if e["choices"] and e["choices"][0]["finish_reason"])
+    assert finish["guard"]["reason"] == "ungrounded" and finish["guard"]["reply"] == NOT_IN_DOCUMENTS
+    early = stream_events(url, {**ask, "messages": [{"role": "user", "content": "What does E77 mean?"}]})
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in early if e["choices"]) == NOT_IN_DOCUMENTS
+
+    answering(monkeypatch, "Clean the filter and reset it [1].")
+    grounded = client.chat.completions.create(**ask, messages=question).model_dump()["choices"][0]
+    assert grounded["guard"] == {"passed": True, "reason": None, "detail": "", "reply": None, "original": None}
+    blocked = {r: sample(url, "hangjia:guard_blocked_total", model_name="domain", reason=r) for r in _REASONS}
+    assert blocked == {"ungrounded": 2, "unknown_terms": 2}
+
+
+_REASONS = ("ungrounded", "unknown_terms")

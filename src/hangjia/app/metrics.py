@@ -90,6 +90,12 @@ class Metrics:
             (*LABEL, "finished_reason"),
             registry=r,
         )
+        self.guarded = Counter(
+            "hangjia:guard_blocked",
+            "RAG answers the guard replaced by 'the documents do not say', by reason: unknown_terms, ungrounded.",
+            (*LABEL, "reason"),
+            registry=r,
+        )
         self.rejected = Counter(
             "hangjia:request_rejected", "Requests turned away with 429 because the queue was full.", LABEL, registry=r
         )

@@ -35,6 +35,7 @@ from hangjia.app.schemas import (
     Delta,
     ErrorDetail,
     ErrorResponse,
+    GuardVerdict,
     Model,
     ModelList,
     TextChoice,
@@ -44,7 +45,9 @@ from hangjia.app.schemas import (
 from hangjia.core.citations import mark_cited
 from hangjia.core.config import ServeConfig
 from hangjia.core.errors import HangjiaError
+from hangjia.eval.scoring import abstains
 from hangjia.llm.generation import Completion, Control, Engine, GenerationParams
+from hangjia.llm.guard import AnswerGuard
 from hangjia.llm.languages import language_note, model_languages
 from hangjia.llm.weights import BASE, DOMAIN, PRODUCTION, ModelWeights
 
@@ -191,6 +194,43 @@ def _notes(engine: Engine, model: str, messages: list[dict[str, str]], serve_con
     return [note] if note else None
 
 
+class _Guard:
+    """The answer guard for one chat request: its early verdict on the question, and the judge of each answer."""
+
+    def __init__(self, guard: AnswerGuard, question: str, passages: list[str], metrics: Metrics, model: str):
+        self.guard, self.question, self.passages = guard, question, passages
+        self.metrics, self.model = metrics, model
+        verdict = guard.before(question)
+        self.early = None if verdict.passed else self._blocked(verdict, original=None)
+
+    @classmethod
+    def of(cls, engine: Engine, body: ChatCompletionRequest, rag: bool, messages, citations, metrics) -> _Guard | None:
+        guard = engine.guard(body.guard) if rag else None
+        if guard is None:
+            return None
+        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        return cls(guard, question, [c["text"] for c in citations], metrics, body.model)
+
+    def _blocked(self, verdict, original: str | None) -> GuardVerdict:
+        self.metrics.guarded.labels(self.model, verdict.reason).inc()
+        return GuardVerdict(**verdict.to_dict(), reply=self.guard.reply(self.question), original=original)
+
+    def judge(self, answer: str) -> GuardVerdict:
+        """The verdict on one answer (the early one when the question was blocked before generating)."""
+        if self.early is not None:
+            return self.early
+        verdict = self.guard.after(self.question, answer, self.passages, abstains(answer))
+        return GuardVerdict(passed=True) if verdict.passed else self._blocked(verdict, original=answer)
+
+
+def _guard_field(guard: _Guard | None, answer: str) -> dict[str, Any]:
+    """The finishing stream chunk's `guard` field: the verdict on the answer as sent (blocked: `reply` replaces it)."""
+    if guard is None:
+        return {}
+    verdict = guard.judge(answer)
+    return {"guard": verdict if verdict.passed else verdict.model_copy(update={"original": None})}
+
+
 def _check_stream(body: ChatCompletionRequest | CompletionRequest, prompts: int = 1) -> None:
     if body.stream and body.n * prompts > 1:
         raise HangjiaError("Streaming gives one answer per request; use n=1 and one prompt with stream, or stream off.")
@@ -228,11 +268,15 @@ async def chat_completions(
         else:
             prepared, citations = engine.prepare(messages, rag)
         prompt = engine.format(prepared)
+        guard = _Guard.of(engine, body, rag, messages, citations, metrics)
         if body.stream:
             # Started before the response, so a bad request (e.g. too long for the context) is still a 4xx.
-            deltas, summary = await run_in_threadpool(
-                engine.stream_text, prompt, body.model, params, slot.control, trim=True
-            )
+            if guard is not None and guard.early is not None:
+                deltas, summary = iter([guard.early.reply]), Completion(guard.early.reply, 0, 0, "stop")
+            else:
+                deltas, summary = await run_in_threadpool(
+                    engine.stream_text, prompt, body.model, params, slot.control, trim=True
+                )
             maker = _ChatChunks(request_id, created, body.model)
             events = _sse_events(
                 maker,
@@ -243,22 +287,35 @@ async def chat_completions(
                 request,
                 # `cited` is unknown until the answer is: null first, filled in on the chunk with finish_reason.
                 first={"citations": [{**c, "cited": None} for c in citations] if rag else None, "notes": notes},
-                last=(lambda answer: {"citations": mark_cited(citations, [answer])}) if rag else None,
+                last=(lambda answer: {"citations": mark_cited(citations, [answer]), **_guard_field(guard, answer)})
+                if rag
+                else None,
                 include_usage=body.include_usage,
             )
             stream = StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
             slot = None  # the event stream owns it now
             return stream
-        async with _cancel_on_disconnect(request, slot.control):
-            outs = await run_in_threadpool(
-                engine.generate_texts, [prompt] * body.n, body.model, params, slot.control, trim=True
-            )
+        if guard is not None and guard.early is not None:  # nothing to generate: the documents cannot say
+            outs = [Completion(guard.early.reply, 0, 0, "stop")] * body.n
+        else:
+            async with _cancel_on_disconnect(request, slot.control):
+                outs = await run_in_threadpool(
+                    engine.generate_texts, [prompt] * body.n, body.model, params, slot.control, trim=True
+                )
         choices, usage = [], _usage(outs[:1], outs)
         for i, completion in enumerate(outs):
             scanner = StopScanner(body.stop_list)
             text = scanner.feed(completion.text) + scanner.finish()
+            verdict = guard.judge(text) if guard is not None else None
+            if verdict is not None and not verdict.passed:
+                text = verdict.reply
             choices.append(
-                Choice(index=i, message=AssistantMessage(content=text), finish_reason=_finish(scanner, completion))
+                Choice(
+                    index=i,
+                    message=AssistantMessage(content=text),
+                    finish_reason=_finish(scanner, completion),
+                    guard=verdict,
+                )
             )
         slot.record.finished(choices[0].finish_reason, usage.prompt_tokens, usage.completion_tokens)
         return ChatCompletion(

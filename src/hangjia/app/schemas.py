@@ -90,6 +90,10 @@ class ChatCompletionRequest(_GenerationRequest):
     rag: bool | None = None
     """Hangjia extension: put retrieved passages in front of the question (default: on for `domain`
     when the workspace has an index)."""
+    guard: bool | None = None
+    """Hangjia extension: the answer guard on RAG answers (default: rag.guard, on). It replies "The documents do
+    not say." when the question names a code or name no document mentions, or when the answer holds a number or
+    code the passages lack."""
 
 
 class CompletionRequest(_GenerationRequest):
@@ -136,11 +140,31 @@ class AssistantMessage(BaseModel):
     content: str
 
 
+class GuardVerdict(BaseModel):
+    """Hangjia extension: what the answer guard found (present when it ran: a RAG answer with the guard on)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+    passed: bool
+    """True when the answer stands as the model wrote it."""
+    reason: str | None = None
+    """Why it was blocked: `unknown_terms` (the question names a code or name no document mentions; nothing was
+    generated) or `ungrounded` (the answer holds a number or code the passages lack)."""
+    detail: str = ""
+    """The same in words, e.g. "the documents never mention E77"."""
+    reply: str | None = None
+    """When blocked: what is said instead ("The documents do not say.", "文档中没有说明。"). A streamed answer has
+    already been sent when the guard sees it whole: the client should show this in its place."""
+    original: str | None = None
+    """When blocked after generating (not streamed): the model's own answer, which the reply replaced."""
+
+
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
     finish_reason: str
     logprobs: None = None
+    guard: GuardVerdict | None = Field(None, exclude_if=_is_none)
+    """Hangjia extension: the answer guard's verdict on this answer, when it ran."""
 
 
 class Citation(BaseModel):
@@ -213,6 +237,8 @@ class ChatCompletionChunk(BaseModel):
     filled in from the whole answer)."""
     notes: list[str] | None = Field(None, exclude_if=_is_none)
     """On the first chunk only, as ChatCompletion.notes."""
+    guard: GuardVerdict | None = Field(None, exclude_if=_is_none)
+    """On the chunk with `finish_reason`, when the guard ran: its verdict on the whole answer as sent."""
 
 
 class TextChoice(BaseModel):

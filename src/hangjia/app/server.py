@@ -134,7 +134,7 @@ def startup_warnings(engine: Engine, workspace: Path) -> list[str]:
     return warnings
 
 
-def serve(workspace: Path, base_model: str, serve_config: ServeConfig, rag_top_k: int) -> None:
+def serve(workspace: Path, base_model: str, serve_config: ServeConfig, rag_top_k: int, guard: bool = True) -> None:
     """Serve the workspace's models over HTTP until interrupted."""
     import uvicorn
 
@@ -143,7 +143,7 @@ def serve(workspace: Path, base_model: str, serve_config: ServeConfig, rag_top_k
     host, port = serve_config.host, serve_config.port
     sock = _bind(host, port)
     try:
-        engine = Engine.from_workspace(Workspace(workspace), base_model, rag_top_k=rag_top_k)
+        engine = Engine.from_workspace(Workspace(workspace), base_model, rag_top_k=rag_top_k, guard=guard)
         app = create_app(engine, serve_config)
         config = uvicorn.Config(app, host=host, port=port, log_level="info")
         # uvicorn prints no "running on" line when handed a socket, so say where we are ourselves.

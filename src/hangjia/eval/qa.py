@@ -98,7 +98,7 @@ def evaluate(
         if rag and guard is not None:
             by_id = {c.id: c for c in engine.index.chunks}
             guarded = [
-                _guarded(row, q, guard, [by_id[c["chunk_id"]] for c in prepared[i][1]], prepared[i][1])
+                _guarded(row, q, guard, [by_id[c["chunk_id"]].text for c in prepared[i][1]], prepared[i][1])
                 for i, (row, q) in enumerate(zip(rows, questions, strict=True))
             ]
             raw = summary
@@ -132,7 +132,7 @@ def _row(q: Question, model: str, rag: bool, prediction: str, citations: list[di
 
 
 def _guarded(
-    row: dict[str, Any], q: Question, guard: AnswerGuard, passages: list[Any], citations: list[dict[str, Any]]
+    row: dict[str, Any], q: Question, guard: AnswerGuard, passages: list[str], citations: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """The row as the guard leaves it: its prediction replaced by the guard's reply when blocked."""
     verdict = guard.before(q.question)

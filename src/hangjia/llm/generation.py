@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from hangjia.core.workspace import Workspace
     from hangjia.corpus.index import BM25Index
     from hangjia.corpus.retrieve import Retriever
+    from hangjia.llm.guard import AnswerGuard
 
 
 @dataclass
@@ -124,6 +125,7 @@ class Engine:
         index: Retriever | BM25Index | None = None,
         rag_top_k: int = 3,
         production_dir: Path | None = None,
+        guard: bool = True,
     ):
         self.base_dir = base_dir
         self.adapter_dir = adapter_dir
@@ -137,6 +139,8 @@ class Engine:
         self.production_model = None if production_dir is None else self._load_production(production_dir)
         self.index = index
         self.rag_top_k = rag_top_k
+        self.guard_default = guard
+        self._guard: AnswerGuard | None = None
         # A model may end a turn on several tokens (Llama-3's <|eot_id|>, Qwen's pair): honour them all.
         configured = self.model.generation_config.eos_token_id
         configured = configured if isinstance(configured, list) else [configured]
@@ -156,9 +160,25 @@ class Engine:
             return None
         return load_causal_lm(self.base_dir, path)
 
+    def guard(self, requested: bool | None = None) -> AnswerGuard | None:
+        """The answer guard over the index's chunks (built on first use), when `requested` (None: the engine's
+        default, rag.guard) and there is an index to guard with."""
+        if not (self.guard_default if requested is None else requested) or self.index is None:
+            return None
+        if self._guard is None:
+            from hangjia.llm.guard import AnswerGuard
+
+            self._guard = AnswerGuard(self.index.chunks)
+        return self._guard
+
     @classmethod
     def from_workspace(
-        cls, workspace: Workspace, base_model: str, rag_top_k: int = 3, production: Path | None = None
+        cls,
+        workspace: Workspace,
+        base_model: str,
+        rag_top_k: int = 3,
+        production: Path | None = None,
+        guard: bool = True,
     ) -> Engine:
         """`base` from the trained adapter's own base (else `base_model`), `domain` from `train/adapter` (or from
         `dpo/adapter` when `hangjia dpo` has run on this very SFT adapter), retrieval from `index/` when built;
@@ -167,7 +187,7 @@ class Engine:
 
         domain = domain_weights(workspace, base_model)
         index = load_retriever(workspace.stage_dir("index")) if workspace.manifest("index") else None
-        return cls(domain.base_dir, domain.tuned, index, rag_top_k, production)
+        return cls(domain.base_dir, domain.tuned, index, rag_top_k, production, guard)
 
     @property
     def model_names(self) -> list[str]:

@@ -76,12 +76,13 @@ class AnswerGuard:
             return Verdict(False, "unknown_terms", f"the documents never mention {', '.join(unknown)}")
         return PASS
 
-    def after(self, question: str, answer: str, passages: Sequence[Passage], abstained: bool) -> Verdict:
-        """Fails when the answer holds a number or a code found neither in the passages nor in the question."""
+    def after(self, question: str, answer: str, passages: Sequence[str], abstained: bool) -> Verdict:
+        """Fails when the answer holds a number or a code found neither in the passages (their texts) nor in the
+        question."""
         if abstained or not answer.strip():
             return PASS
         answer = strip_citations(answer)
-        source = " ".join([question, *(p.text for p in passages)])
+        source = " ".join([question, *passages])
         missing = sorted(numbers(answer) - numbers(source))
         seen = set(tokenize(source))
         missing += [c for c in question_terms(answer) if _CODE.fullmatch(c) and not set(tokenize(c)) <= seen]

@@ -63,7 +63,7 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
             cfg.eval.max_new_tokens,
             batch_size=cfg.eval.batch_size,
             on_batch=lambda n: progress.update(task, advance=n),
-            guard=_guard(engine, cfg),
+            guard=engine.guard(cfg.rag.guard),
         )
         results["choices"] = _multiple_choice(engine, cfg, lambda text: progress.update(task, status=text))
         if engine.index is not None:
@@ -81,15 +81,6 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
         write_eval_report(run.dir, results, answers, title="Hangjia evaluation")
         run.counts.update({f"{c['model']}{'+rag' if c['rag'] else ''}": c["accuracy"] for c in results["conditions"]})
     return done("eval", ws)
-
-
-def _guard(engine, cfg: ProjectConfig):
-    """The answer guard over the engine's index, when rag.guard is on and there is an index."""
-    if not cfg.rag.guard or engine.index is None:
-        return None
-    from hangjia.llm.guard import AnswerGuard
-
-    return AnswerGuard(engine.index.chunks)
 
 
 def gate(ws: Workspace, cfg: ProjectConfig):
