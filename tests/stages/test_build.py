@@ -1,6 +1,7 @@
 """`build` over every stage with a tiny random model as the base: the wiring, fast."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -172,6 +173,26 @@ def test_a_failing_stage_keeps_the_previous_output(cfg, tmp_path):
         train(ws, cfg, console)
     assert ws.manifest("train") is None
     assert (ws.stage_dir("select") / "train.jsonl").read_text() == before
+
+
+def test_train_says_its_size_first_and_its_time_left_after_five_steps(cfg, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    quiet = Console(quiet=True)
+    for stage in (ingest, index, synth):
+        stage(ws, cfg, quiet)
+    cfg.select.quality = "none"
+    cfg.select.raft = False
+    cfg.select.paraphrases = 0
+    cfg.select.general_ratio = 0.0
+    select(ws, cfg, quiet)
+    cfg.train.max_steps = 7
+    cfg.train.batch_size = 2
+    console = Console(record=True, width=200)
+    train(ws, cfg, console)
+    text = console.export_text()
+    examples = len((ws.stage_dir("select") / "train.jsonl").read_text().splitlines())
+    assert f"train: {examples} examples, 3 epoch(s) of batch 2" in text
+    assert re.search(r"train: 7 steps, about \d+ min left at this pace", text)
 
 
 def test_ingest_on_ray_makes_the_same_dataset_versions_as_in_process(cfg, tmp_path):

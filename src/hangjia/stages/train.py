@@ -14,6 +14,8 @@ from hangjia.core.workspace import Workspace, sha256_file
 from hangjia.llm.models import PRETRAINED_BASE
 from hangjia.stages.reporting import done, progress_bar, skipped
 
+_ESTIMATE_AFTER = 5  # steps measured before the time left is printed (the first ones carry warm-up costs too)
+
 
 def train(
     ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False, resume: bool = False
@@ -40,6 +42,10 @@ def train(
     with console.status("preparing the base model"):
         base_dir = resolve_base(cfg.train.base_model, ws.root)
     train_pairs, val_pairs = selected_pairs(ws)
+    console.print(
+        f"train: {len(train_pairs)} examples, {cfg.train.epochs:g} epoch(s) of batch {cfg.train.batch_size}; "
+        f"the time left is printed after {_ESTIMATE_AFTER} steps"
+    )
     keep = cfg.train.save_steps > 0
     with ws.stage("train", inputs, config, keep_partial=keep, resume=resume) as run, progress_bar(console) as progress:
         task = progress.add_task("train", total=None, status="")
@@ -51,6 +57,9 @@ def train(
             rate = (step - first) * cfg.train.batch_size / max(time.time() - started, 1e-9)
             status = f"loss {logs['loss']:.3f}  lr {logs.get('learning_rate', 0):.2e}  {rate:.2f} samples/s"
             progress.update(task, completed=step, total=total, status=status)
+            if step - first == _ESTIMATE_AFTER and total > step:
+                left = (time.time() - started) / (step - first) * (total - step)
+                progress.console.print(f"train: {total} steps, about {left / 60:.0f} min left at this pace")
 
         metrics = run_distributed(
             cfg.train.nproc,
