@@ -93,5 +93,7 @@ def test_bm25_mode_needs_no_embedder_and_bad_modes_are_errors(tmp_path):
     assert hit.chunk.id == "c3" and hit.dense is None and hit == retriever.search("kettle", 1)[0]
     with pytest.raises(HangjiaError, match="Unknown retrieval mode 'sparse'"):
         Retriever.build(CHUNKS, tmp_path / "x", "sparse")
-    with pytest.raises(HangjiaError, match="needs an embedder"):
+    with pytest.raises(HangjiaError, match="needs a vector store"):
         Retriever.build(CHUNKS, tmp_path / "y", "dense")
+    with pytest.raises(HangjiaError, match="needs an embedder"):
+        Retriever.build(CHUNKS, tmp_path / "z", "bm25", "memory")

@@ -1,8 +1,10 @@
-"""The index stage: builds per rag.retrieval, re-runs when the mode changes, and loads back for search."""
+"""The index stage: builds per rag.retrieval and rag.vector_store, re-runs when either changes, loads back."""
 
+import pytest
 from rich.console import Console
 
 from hangjia.core.config import ProjectConfig
+from hangjia.core.errors import HangjiaError
 from hangjia.core.workspace import Workspace
 from hangjia.corpus.retrieve import RETRIEVAL_FILE, VECTORS_DIR
 from hangjia.llm.retrieval import load_retriever
@@ -30,7 +32,16 @@ def test_index_stage_builds_each_mode_and_reloads(tiny_model_dir, tmp_path):
     assert [c.id for c in searcher(ws)("What does error E24 mean?", 2)] == [h.chunk.id for h in hits]
     assert index(ws, cfg, console)["skipped"]
 
-    cfg.rag.retrieval = "bm25"  # a changed mode re-runs the stage
+    cfg.rag.retrieval = "bm25"  # a changed mode re-runs the stage; the vectors stay for the hits' cosines
+    assert not index(ws, cfg, console)["skipped"]
+    bm25 = load_retriever(folder).search("What does error E24 mean?", k=1)[0]
+    assert bm25.dense == pytest.approx(hits[0].dense, abs=1e-5) and bm25.score == bm25.bm25
+
+    cfg.rag.vector_store = "none"  # nothing embedded: BM25 alone, no cosines
     assert not index(ws, cfg, console)["skipped"]
     assert not (folder / VECTORS_DIR).exists()
     assert load_retriever(folder).search("What does error E24 mean?", k=1)[0].dense is None
+    cfg.rag.retrieval = "dense"
+    with pytest.raises(HangjiaError, match="needs a vector store"):
+        index(ws, cfg, console)
+    assert ws.manifest("index")["config"]["vector_store"] == "none"  # the failed run left the last index in place

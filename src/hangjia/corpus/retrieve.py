@@ -3,8 +3,9 @@ or hybrid (both rankings fused by reciprocal rank fusion).
 
 The embedder reaches this layer as a plain function (texts → unit vectors); llm/retrieval.py passes
 all-MiniLM-L6-v2. Dense vectors embed the very text BM25 indexes (`indexed_text`). The index folder holds BM25's
-files, `retrieval.json` (the mode) and, for dense and hybrid, the vector store in `vectors/`. Every hit carries
-both signals, its BM25 score and its cosine to the query, whatever ranked it.
+files, `retrieval.json` (the mode) and the vector store in `vectors/`, built in every mode unless the store is
+"none", so that every hit carries both signals, its BM25 score and its cosine to the query, whatever ranked it
+(the answer guard reads the cosine).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hashable]], k: int = RRF_
 
 
 class Retriever:
-    """BM25 over the chunks, plus a vector store of their embeddings when the mode is dense or hybrid."""
+    """BM25 over the chunks, plus a vector store of their embeddings (required by dense and hybrid)."""
 
     def __init__(
         self,
@@ -70,22 +71,24 @@ class Retriever:
         chunks: list[Chunk],
         directory: Path,
         mode: str = "bm25",
-        store: str = "memory",
+        store: str | None = None,
         embed: Embed | None = None,
         batch_size: int = 64,
         on_batch: Callable[[int], None] | None = None,
     ) -> Retriever:
-        """Index the chunks into `directory`; dense and hybrid embed them `batch_size` at a time (each batch goes to
-        the store as it comes, and `on_batch` hears its size)."""
+        """Index the chunks into `directory`; with a `store` kind (which dense and hybrid need), also embed them
+        `batch_size` at a time: each batch goes to the store as it comes, and `on_batch` hears its size."""
         directory = Path(directory)
         if mode not in MODES:
             raise HangjiaError(f"Unknown retrieval mode '{mode}'; choose one of: {', '.join(MODES)}.")
         bm25 = BM25Index.build(chunks)
         bm25.save(directory)
+        if mode != "bm25" and store is None:
+            raise HangjiaError(f"Retrieval mode '{mode}' needs a vector store; set rag.vector_store to memory.")
         vectors = None
-        if mode != "bm25":
+        if store is not None:
             if embed is None:
-                raise HangjiaError(f"Retrieval mode '{mode}' needs an embedder.")
+                raise HangjiaError(f"A vector store needs an embedder to fill it (retrieval mode '{mode}').")
             vectors = new_store(store, directory / VECTORS_DIR)
             for start in range(0, len(chunks), batch_size):
                 batch = chunks[start : start + batch_size]
@@ -102,7 +105,7 @@ class Retriever:
         directory = Path(directory)
         meta_file = directory / RETRIEVAL_FILE
         meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {"mode": "bm25"}
-        store = None if meta["mode"] == "bm25" else load_store(directory / VECTORS_DIR)
+        store = load_store(directory / VECTORS_DIR) if (directory / VECTORS_DIR).is_dir() else None
         return cls(BM25Index.load(directory), meta["mode"], store, embed, meta.get("rrf_k", RRF_K))
 
     def search(self, query: str, k: int = 3) -> list[Hit]:

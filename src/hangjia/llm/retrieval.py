@@ -34,10 +34,11 @@ def build_retriever(
     chunks: list[Chunk],
     directory: Path,
     mode: str,
-    store: str = "memory",
+    store: str | None = "memory",
     on_batch: Callable[[int], None] | None = None,
 ) -> Retriever:
-    """Index the chunks into `directory` in this mode (corpus.retrieve.MODES), embedding them when it needs to."""
+    """Index the chunks into `directory` in this mode (corpus.retrieve.MODES), embedding them into a `store` of that
+    kind (corpus.vectors.STORES; None: no vectors, bm25 only)."""
     return Retriever.build(chunks, directory, mode, store, embed_function(), on_batch=on_batch)
 
 

@@ -1,5 +1,5 @@
-"""The index stage (run by `hangjia ingest`): BM25 over the ingested chunks and, for rag.retrieval dense or hybrid,
-their embeddings in the rag.vector_store, for retrieval."""
+"""The index stage (run by `hangjia ingest`): BM25 over the ingested chunks and their embeddings in the
+rag.vector_store (unless it is none), searched as rag.retrieval says."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hangjia.stages.reporting import done, progress_bar, skipped
 
 
 def index(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
-    """BM25 (and, per rag.retrieval, chunk embeddings) over the ingested chunks, for retrieval-augmented answers."""
+    """BM25 and chunk embeddings over the ingested chunks, for retrieval-augmented answers."""
     from hangjia.corpus.chunk import Chunk
     from hangjia.llm.retrieval import build_retriever
 
@@ -26,11 +26,12 @@ def index(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = Fal
     with ws.stage("index", inputs, config) as run:
         # BM25 needs every chunk's terms in memory anyway: this is the index's own memory, not ingest's.
         chunks = [Chunk.from_dict(r) for r in ingested(ws, "chunks")]
-        if cfg.rag.retrieval == "bm25":
+        if cfg.rag.vector_store == "none":
             with console.status(f"indexing {len(chunks)} chunks"):
-                build_retriever(chunks, run.dir, "bm25")
+                build_retriever(chunks, run.dir, cfg.rag.retrieval, None)
         else:
-            # Embedding is the cost here: all-MiniLM-L6-v2 embeds ~70 chunks/s on 2 CPU cores (kestrel's 214: 3 s).
+            # Embedding is the cost here: kestrel's 182 chunks took 11-12 s on 2 shared CPU cores (load ~6), BM25 0.03 s
+            # (benchmarks/hybrid_retrieval.py); vector_store: none skips it, and the hits' dense cosines with it.
             with progress_bar(console) as progress:
                 task = progress.add_task("embedding chunks", total=len(chunks), status=cfg.rag.vector_store)
                 build_retriever(
