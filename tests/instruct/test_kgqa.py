@@ -179,6 +179,17 @@ def test_multi_hop_joins_through_a_subject_and_matches_a_brute_force_join():
     assert len(expected) == 4
     assert sorted(hops.values()) == sorted("38.50 EUR" if c == "38.50" else c for *_, c in expected)
     assert all(p.generator == "kg" for p in pairs)
+    # The first hop's chunk is the support a retrieval-aware example shows beside the answer's chunk.
+    located = [
+        Triple("DW-4500", "drain_pump", "KP-2210", "appliances#1"),
+        Triple("KP-2210", "price", "38.50", "prices#4"),
+    ]
+    (hop,) = qa_pairs(kg_pairs(located)[0], "multi_hop")
+    assert (hop.chunk_id, hop.support) == ("prices#4", ["appliances#1"])
+
+
+def qa_pairs(pairs, kind):
+    return [p for p in pairs if p.kind == kind]
 
 
 def test_no_join_through_an_ambiguous_middle():

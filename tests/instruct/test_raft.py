@@ -145,3 +145,34 @@ def test_pairs_without_a_gold_chunk_or_distractors_are_counted_not_kept(search):
     assert examples == [] and drops == {"no_gold_chunk": 1, "no_distractors": 1}
     with pytest.raises(ValueError, match="p_gold"):
         raft_examples(PAIRS, BY_ID, search, p_gold=1.5)
+
+
+def test_a_two_hop_question_shows_both_hops_and_cites_both():
+    first = Chunk("parts#7", "appliances.csv", "", 0, 1, "DW-4500: drain pump KP-2210.")
+    gold = Chunk("prices#3", "prices.csv", "", 0, 1, "KP-2210: 38.50 EUR.")
+    others = [Chunk(f"x#{i}", f"x{i}.md", "", 0, 1, f"Unrelated passage {i}.") for i in range(4)]
+    pair = QAPair(
+        "What is the price of the drain pump of DW-4500?",
+        "38.50 EUR",
+        "multi_hop",
+        "prices#3",
+        "prices.csv",
+        generator="kg",
+        support=["parts#7"],
+    )
+    by_id = {c.id: c for c in [first, gold, *others]}
+    examples, _ = raft_examples([pair] * 1, by_id, lambda q, k: [first, *others][:k], distractors=2, p_gold=1.0)
+    shown = passages_of_any(examples[0].prompt, [first, gold, *others])
+    assert len(shown) == 3 and first in shown and gold in shown  # one distractor made room for the first hop
+    marks = sorted(int(n) for n in re.findall(r"\[(\d)\]", examples[0].answer))
+    assert examples[0].answer.startswith("38.50 EUR [") and marks == sorted(
+        [shown.index(first) + 1, shown.index(gold) + 1]
+    )
+    assert (
+        QAPair.from_dict(pair.to_dict()) == pair and QAPair.from_dict({**pair.to_dict(), "support": []}).support == []
+    )
+
+
+def passages_of_any(prompt: str, chunks: list[Chunk]) -> list[Chunk]:
+    found = [(prompt.find(f"({c.source}) {c.text}"), c) for c in chunks if f"({c.source}) {c.text}" in prompt]
+    return [c for _, c in sorted(found, key=lambda x: x[0])]

@@ -261,7 +261,7 @@ def _multi_hop(
     objects: Mapping[tuple[str, str], list[Triple]], labels: Mapping[str, str], drops: Counter
 ) -> list[QAPair]:
     """a -r1-> b, b -r2-> c: "What is the <r2> of the <r1> of <a>?" -> c, when b is a subject, a has one r1 and b
-    one r2; the answer's chunk is the second hop's."""
+    one r2; the answer's chunk is the second hop's, the first hop's chunk its support."""
     relations_of: dict[str, list[tuple[str, str]]] = defaultdict(list)  # subject -> its (subject, relation) keys
     for key in objects:
         relations_of[key[0]].append(key)
@@ -286,5 +286,10 @@ def _multi_hop(
             subject = labels[group[0].subject]
             label = f"{subject}的{r1}" if in_chinese(r1, subject) else f"the {r1} of {subject}"
             question = _question(_relation(last.relation)[0], label)
-            pairs.append(QAPair(question, _answer(last), "multi_hop", last.chunk_id, last.source, generator="kg"))
+            support = [group[0].chunk_id] if group[0].chunk_id not in ("", last.chunk_id) else []
+            pairs.append(
+                QAPair(
+                    question, _answer(last), "multi_hop", last.chunk_id, last.source, generator="kg", support=support
+                )
+            )
     return pairs

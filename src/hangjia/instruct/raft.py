@@ -76,7 +76,8 @@ def raft_examples(
     """One example per pair whose chunk is in chunks_by_id (all chunks: it also supplies random distractors when
     the search finds too few).
 
-    With probability p_gold the gold chunk sits at a random position and the answer cites it ("... [2]");
+    With probability p_gold the gold chunk sits at a random position and the answer cites it ("... [2]"); a
+    two-hop question's support chunks (its first hop) take distractors' places and are cited too ("... [1][3]");
     otherwise the answer is the abstention in the question's language ("I don't know", "我不知道"), unless a
     distractor holds the answer, which then counts as the gold.
     Returns the examples and the count of dropped pairs by reason.
@@ -100,15 +101,20 @@ def raft_examples(
         if not passages:
             drops["no_distractors"] += 1
             continue
+        cited: list[int] = []
         if with_gold:
-            passages.insert(rng.randrange(len(passages) + 1), gold)
-            cited = passages.index(gold)
+            # A two-hop question needs its first hop too: its chunk takes a distractor's place.
+            support = [chunks_by_id[i] for i in pair.support if i in chunks_by_id and i != gold.id]
+            passages = [c for c in passages if c.id not in pair.support][: max(len(passages) - len(support), 0)]
+            for chunk in [gold, *support]:
+                passages.insert(rng.randrange(len(passages) + 1), chunk)
+            cited = sorted(passages.index(c) for c in [gold, *support])
         else:
-            cited = next((i for i, c in enumerate(passages) if holds_answer(pair.answer, c.text)), None)
-        if cited is None:
+            cited = [i for i, c in enumerate(passages) if holds_answer(pair.answer, c.text)][:1]
+        if not cited:
             answer, kind = abstention(pair.question), "raft_abstain"  # what the system prompt asks for
         else:
-            answer, kind = f"{pair.answer} [{cited + 1}]", "raft_gold"
+            answer, kind = f"{pair.answer} {''.join(f'[{i + 1}]' for i in cited)}", "raft_gold"
         prompt = with_context(pair.question, passages)
         examples.append(
             QAPair(pair.question, answer, kind, pair.chunk_id, pair.source, generator="raft", prompt=prompt)

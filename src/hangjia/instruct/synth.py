@@ -6,7 +6,7 @@ The generators are in `extractive.py`, the grounding check in `grounding.py`; bo
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from hangjia.core.grounding import MAX_ANSWER_WORDS, is_grounded, numbers, tokens, word_count
 from hangjia.corpus.chunk import Chunk
@@ -30,6 +30,9 @@ class QAPair:
     source: str
     generator: str = "extractive"
     prompt: str = ""
+    support: list[str] = field(default_factory=list)
+    """Other chunks the answer needs besides `chunk_id` (the first hop of a two-hop question): retrieval-aware
+    examples show them with the gold passage."""
 
     def user_turn(self) -> str:
         return self.prompt or self.question
