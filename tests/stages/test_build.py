@@ -85,6 +85,7 @@ def test_build_runs_every_stage_with_a_local_model_dir_as_base(cfg, tmp_path):
     assert set(choices) == {(s, m) for s in ("domain mcq", "general: anatomy") for m in ("base", "domain")}
     assert choices["domain mcq", "base"]["n"] == 30 and choices["general: anatomy", "domain"]["n"] == 2
     assert all(0 <= r["acc"] <= 1 and 0 <= r["acc_norm"] <= 1 for r in choices.values())
+    assert set(results_json["seconds"]) == {"questions", "multiple choice", "retrieval", "perplexity"}
     answers = (ws.stage_dir("eval") / "answers.jsonl").read_text().splitlines()
     assert len(answers) == 16
     rag_rows = [json.loads(a) for a in answers if json.loads(a)["rag"]]

@@ -6,6 +6,7 @@ answers.jsonl and the report; and the gate over those results.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
     with ws.stage("eval", inputs, config) as run, progress_bar(console) as progress:
         total = len(questions) * len(conditions(engine))
         task = progress.add_task("eval", total=total, status="")
+        clock = _Clock()
         results = evaluate(
             engine,
             questions,
@@ -65,22 +67,41 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
             on_batch=lambda n: progress.update(task, advance=n),
             guard=engine.guard(cfg.rag.guard),
         )
+        clock.lap("questions")
         results["choices"] = _multiple_choice(engine, cfg, lambda text: progress.update(task, status=text))
+        clock.lap("multiple choice")
         if engine.index is not None:
             answerable = [q for q in questions if q.type != "unanswerable"]
             results["retrieval"] = recall_at_k(engine.index, answerable, ks=sorted({1, cfg.rag.top_k, 5}))
+            clock.lap("retrieval")
         if cfg.eval.judge is not None:
             progress.update(task, status=f"the judge grades {len(results['answers'])} answers")
             _judge(ws, cfg, results)
+            clock.lap("judge")
         perplexities = _heldout_perplexity(ws, engine, cfg)
         if perplexities:
             results["perplexity"] = perplexities
+            clock.lap("perplexity")
+        results["seconds"] = clock.laps
         answers = results.pop("answers")
         write_jsonl(run.dir / "answers.jsonl", answers)
         (run.dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
         write_eval_report(run.dir, results, answers, title="Hangjia evaluation")
         run.counts.update({f"{c['model']}{'+rag' if c['rag'] else ''}": c["accuracy"] for c in results["conditions"]})
     return done("eval", ws)
+
+
+class _Clock:
+    """Seconds spent in each part of the stage, so the report can say what evaluation costs."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 1)
+        self._last = now
 
 
 def gate(ws: Workspace, cfg: ProjectConfig):
