@@ -71,42 +71,50 @@ class MemoryVectorStore:
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
+        self._batches: list[tuple[np.ndarray, np.ndarray]] = []  # (ids, unit vectors) as added, joined on first read
         self._ids = np.zeros(0, dtype=np.int64)
         self._vectors: np.ndarray | None = None
         self._rows: dict[int, int] = {}
 
     def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
-        vectors = unit(vectors)
-        self._vectors = vectors if self._vectors is None else np.vstack([self._vectors, vectors])
-        self._ids = np.concatenate([self._ids, np.asarray(ids, dtype=np.int64)])
-        self._rows = {int(i): row for row, i in enumerate(self._ids)}
+        self._batches.append((np.asarray(ids, dtype=np.int64), unit(vectors)))
+
+    def _joined(self) -> np.ndarray | None:
+        """The vectors as one matrix; batches are joined once, not on every add (which would copy n²/batch rows)."""
+        if self._batches:
+            ids = [self._ids, *(b[0] for b in self._batches)]
+            vectors = ([] if self._vectors is None else [self._vectors]) + [b[1] for b in self._batches]
+            self._ids, self._vectors, self._batches = np.concatenate(ids), np.vstack(vectors), []
+            self._rows = {int(i): row for row, i in enumerate(self._ids)}
+        return self._vectors
 
     def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._vectors is None or k <= 0:
+        vectors = self._joined()
+        if vectors is None or k <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        scores = self._vectors @ unit(vector)[0]
+        scores = vectors @ unit(vector)[0]
         order = np.argsort(-scores, kind="stable")[:k]
         return self._ids[order], scores[order]
 
     def get(self, ids: Sequence[int]) -> np.ndarray:
-        assert self._vectors is not None, "empty store"
-        return self._vectors[[self._rows[int(i)] for i in ids]]
+        vectors = self._joined()
+        assert vectors is not None, "empty store"
+        return vectors[[self._rows[int(i)] for i in ids]]
 
     def save(self) -> None:
-        dim = 0 if self._vectors is None else self._vectors.shape[1]
-        _write_kind(self.directory, self.kind, dim)
+        vectors = self._joined()
+        _write_kind(self.directory, self.kind, 0 if vectors is None else vectors.shape[1])
         np.save(self.directory / "ids.npy", self._ids)
-        np.save(self.directory / "vectors.npy", self._vectors if self._vectors is not None else np.zeros((0, 0)))
+        np.save(self.directory / "vectors.npy", vectors if vectors is not None else np.zeros((0, 0), np.float32))
 
     @classmethod
     def load(cls, directory: Path) -> MemoryVectorStore:
         store = cls(directory)
-        vectors = np.load(store.directory / "vectors.npy")
-        store.add(np.load(store.directory / "ids.npy"), vectors)
+        store.add(np.load(store.directory / "ids.npy"), np.load(store.directory / "vectors.npy"))
         return store
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._ids) + sum(len(b[0]) for b in self._batches)
 
 
 class LanceVectorStore:
