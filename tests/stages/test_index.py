@@ -36,6 +36,7 @@ def test_index_stage_builds_each_mode_and_reloads(tiny_model_dir, tmp_path):
     assert not index(ws, cfg, console)["skipped"]
     bm25 = load_retriever(folder).search("What does error E24 mean?", k=1)[0]
     assert bm25.dense == pytest.approx(hits[0].dense, abs=1e-5) and bm25.score == bm25.bm25
+    assert load_retriever(folder, cosines=False).search("What does error E24 mean?", k=1)[0].dense is None
 
     cfg.rag.vector_store = "none"  # nothing embedded: BM25 alone, no cosines
     assert not index(ws, cfg, console)["skipped"]
