@@ -360,8 +360,8 @@ class RagConfig(_Section):
     retrieval: Literal["bm25", "dense", "hybrid"] = "bm25"
     """How chunks are found: BM25, dense (all-MiniLM-L6-v2 embeddings), or hybrid (both fused by reciprocal rank)."""
     vector_store: Literal["memory", "lancedb", "none"] = "memory"
-    """Where the chunk vectors live: memory (numpy), lancedb (on disk, for corpora past memory), or none (no embedding
-    at index time: bm25 only, and hits carry no dense cosine for the answer guard)."""
+    """Where dense and hybrid retrieval keep the chunk vectors: memory (numpy) or lancedb (on disk, for corpora past
+    memory); none embeds nothing. bm25 embeds nothing either."""
     guard: bool = True
     """The answer guard (llm/guard.py): "the documents do not say" when the question names a code or name no
     document mentions, or the answer holds a number or code the passages do not."""

@@ -3,9 +3,8 @@ or hybrid (both rankings fused by reciprocal rank fusion).
 
 The embedder reaches this layer as a plain function (texts → unit vectors); llm/retrieval.py passes
 all-MiniLM-L6-v2. Dense vectors embed the very text BM25 indexes (`indexed_text`). The index folder holds BM25's
-files, `retrieval.json` (the mode) and the vector store in `vectors/`, built in every mode unless the store is
-"none", so that every hit carries both signals, its BM25 score and its cosine to the query, whatever ranked it
-(the answer guard reads the cosine).
+files, `retrieval.json` (the mode) and, for dense and hybrid, the vector store in `vectors/`; a hit carries its BM25
+score and, when there are vectors, its cosine to the query, whatever ranked it.
 """
 
 from __future__ import annotations
