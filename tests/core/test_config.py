@@ -116,3 +116,12 @@ def test_the_config_imports_nothing_above_core():
     source = (REPO / "src" / "hangjia" / "core" / "config.py").read_text(encoding="utf-8")
     imported = re.findall(r"^\s*(?:from|import) (hangjia\.\w+)", source, flags=re.MULTILINE)
     assert imported and set(imported) == {"hangjia.core"}
+
+
+def test_the_defaults_are_the_demo_settings_that_were_measured():
+    """A new user's `hangjia build --docs D` selects, trains and retrieves as `make demo` does; configs/kestrel.yaml
+    adds only what is kestrel's own (documents, questions, generators, no test split since its questions are the
+    test) and spells the rest out with the measurements behind it."""
+    demo, default = load_config(REPO / "configs" / "kestrel.yaml"), ProjectConfig()
+    assert demo.train == default.train and demo.rag == default.rag
+    assert demo.select.model_copy(update={"splits": default.select.splits}) == default.select

@@ -192,7 +192,7 @@ def test_train_says_its_size_first_and_its_time_left_after_five_steps(cfg, tmp_p
     train(ws, cfg, console)
     text = console.export_text()
     examples = len((ws.stage_dir("select") / "train.jsonl").read_text().splitlines())
-    assert f"train: {examples} examples, 3 epoch(s) of batch 2" in text
+    assert f"train: {examples} examples, {cfg.train.epochs:g} epoch(s) of batch 2" in text
     assert re.search(r"train: 7 steps, about \d+ min left at this pace", text)
 
 
