@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from hangjia.core.citations import strip_markers
 from hangjia.core.prompts import NOT_IN_DOCUMENTS, NOT_IN_DOCUMENTS_ZH
 from hangjia.corpus.chunk import Chunk
 from hangjia.eval.scoring import abstains
-from hangjia.llm.guard import AnswerGuard, question_terms, strip_citations
+from hangjia.llm.guard import AnswerGuard, question_terms
 
 CHUNKS = [
     Chunk("codes#0", "dishwasher_error_codes.md", "", 0, 1, "E24 – Drain pump blocked. E25 – Drain pump runs dry."),
@@ -85,6 +86,7 @@ def test_the_reply_is_an_abstention_in_the_question_language(guard):
 
 
 def test_citation_markers_are_stripped_in_all_their_forms():
-    assert strip_citations("38.50 EUR [2]") == "38.50 EUR"
-    assert strip_citations("blocked [1][2] and dry [1, 2]") == "blocked and dry"
-    assert strip_citations("缺水保护【1】。") == "缺水保护。"
+    assert strip_markers("38.50 EUR [2]") == "38.50 EUR"
+    assert strip_markers("blocked [1][2] and dry [1, 2]") == "blocked and dry"
+    assert strip_markers("缺水保护【1】。") == "缺水保护。"
+    assert strip_markers("see [1-3] or ［1，2］") == "see or"

@@ -29,6 +29,11 @@ def cited_numbers(answer: str, passages: int) -> list[int]:
     return sorted(n for n in found if 1 <= n <= passages)
 
 
+def strip_markers(answer: str) -> str:
+    """The answer without its passage markers ("[2]", "[1, 2]", "【1】"): numbers, but not values of the answer."""
+    return _MARKER.sub("", answer).replace("  ", " ").strip()
+
+
 def mark_cited(citations: Iterable[dict[str, Any]], answers: Iterable[str]) -> list[dict[str, Any]]:
     """Copies of the citation records (each with its prompt number under "index") with "cited" set: whether any
     of `answers` cites it."""

@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from hangjia.core.citations import strip_markers
 from hangjia.core.grounding import numbers
 from hangjia.core.prompts import Passage, not_in_documents
 from hangjia.corpus.index import tokenize
@@ -27,7 +28,6 @@ from hangjia.corpus.index import tokenize
 _CODE = re.compile(r"(?<![\w-])(?=[\w.-]*[A-Za-z])(?=[\w.-]*\d)[A-Za-z0-9]+(?:[-.][A-Za-z0-9]+)*(?![\w-])")
 # A capitalised word that does not start a sentence: a name ("Galloway", "Brennvik", "Quietline").
 _NAME = re.compile(r"(?<=[\w,;:)'’\"] )[A-Z][a-z]+(?:[-'][A-Za-z]+)?\b")
-_CITATION = re.compile(r"\s*[\[【]\s*\d+(?:\s*[,，、]\s*\d+)*\s*[\]】]")
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,6 @@ def question_terms(question: str) -> list[str]:
     that is a serial or order number ("A60-2309-01234"), which documents give as a range, not by name."""
     codes = [c for c in (m.group() for m in _CODE.finditer(question)) if sum(ch.isdigit() for ch in c) < 9]
     return list(dict.fromkeys(codes + [m.group() for m in _NAME.finditer(question)]))
-
-
-def strip_citations(answer: str) -> str:
-    """The answer without its passage markers ("[2]", "[1, 2]", "【1】"): they are numbers, but not values."""
-    return _CITATION.sub("", answer)
 
 
 class AnswerGuard:
@@ -81,7 +76,7 @@ class AnswerGuard:
         question."""
         if abstained or not answer.strip():
             return PASS
-        answer = strip_citations(answer)
+        answer = strip_markers(answer)
         source = " ".join([question, *passages])
         missing = sorted(numbers(answer) - numbers(source))
         seen = set(tokenize(source))
