@@ -419,6 +419,7 @@ def test_the_guard_says_the_documents_do_not_say_and_why(url, client, monkeypatc
     """Before generating (a code no document mentions) and after (a number the passages lack); off per request."""
     made_up = "It costs 42 EUR [1]."
     answering(monkeypatch, made_up)
+    before = {r: sample(url, "hangjia:guard_blocked_total", model_name="domain", reason=r) for r in _REASONS}
     ask = {"model": "domain", "max_tokens": 4}
 
     unknown = client.chat.completions.create(**ask, messages=[{"role": "user", "content": "What does E77 mean?"}])
@@ -451,8 +452,8 @@ def test_the_guard_says_the_documents_do_not_say_and_why(url, client, monkeypatc
     answering(monkeypatch, "Clean the filter and reset it [1].")
     grounded = client.chat.completions.create(**ask, messages=question).model_dump()["choices"][0]
     assert grounded["guard"] == {"passed": True, "reason": None, "detail": "", "reply": None, "original": None}
-    blocked = {r: sample(url, "hangjia:guard_blocked_total", model_name="domain", reason=r) for r in _REASONS}
-    assert blocked == {"ungrounded": 2, "unknown_terms": 2}
+    after = {r: sample(url, "hangjia:guard_blocked_total", model_name="domain", reason=r) for r in _REASONS}
+    assert {r: after[r] - before[r] for r in _REASONS} == {"ungrounded": 2, "unknown_terms": 2}
 
 
 _REASONS = ("ungrounded", "unknown_terms")
