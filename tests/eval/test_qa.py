@@ -107,7 +107,7 @@ def test_the_guard_replaces_blocked_rag_answers_and_the_summary_keeps_the_raw_fi
             by_question = {q.question: q.id for q in questions}
             return [Completion(script[by_question[m[-1]["content"]]], 0, 0, "stop") for m in batch]
 
-    out = evaluate(IndexedEngine(), questions, max_new_tokens=8, guard=AnswerGuard(chunks))
+    out = evaluate(IndexedEngine(), questions, max_new_tokens=8, guard=AnswerGuard(BM25Index.build(chunks)))
     off, on = out["conditions"]
     assert "unguarded" not in off  # no passages, nothing to guard
     assert on["refusal_accuracy"] == 1.0 and on["unguarded"]["refusal_accuracy"] == 0.0

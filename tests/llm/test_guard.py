@@ -7,6 +7,7 @@ import pytest
 from hangjia.core.citations import strip_markers
 from hangjia.core.prompts import NOT_IN_DOCUMENTS, NOT_IN_DOCUMENTS_ZH
 from hangjia.corpus.chunk import Chunk
+from hangjia.corpus.index import BM25Index
 from hangjia.eval.scoring import abstains
 from hangjia.llm.guard import AnswerGuard, question_terms
 
@@ -22,7 +23,7 @@ CHUNKS = [
 
 @pytest.fixture(scope="module")
 def guard():
-    return AnswerGuard(CHUNKS)
+    return AnswerGuard(BM25Index.build(CHUNKS))
 
 
 def test_question_terms_are_codes_and_names_not_sentence_starts_or_serial_numbers():

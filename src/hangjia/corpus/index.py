@@ -108,6 +108,11 @@ class BM25Index:
         retriever = bm25s.BM25.load(str(directory), show_progress=False)
         return cls(chunks, retriever)
 
+    def knows(self, term: str) -> bool:
+        """Whether the indexed text holds a term: all its tokens are in the index's vocabulary (a stop word, which
+        has no token, counts as known)."""
+        return all(t in self._retriever.vocab_dict for t in tokenize(term))
+
     def scores(self, query: str) -> np.ndarray:
         """Every chunk's BM25 score for the query, in chunk order (all 0 when no query term is in the index)."""
         tokens = [t for t in tokenize(query) if t in self._retriever.vocab_dict]

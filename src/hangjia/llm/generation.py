@@ -168,7 +168,7 @@ class Engine:
         if self._guard is None:
             from hangjia.llm.guard import AnswerGuard
 
-            self._guard = AnswerGuard(self.index.chunks)
+            self._guard = AnswerGuard(getattr(self.index, "bm25", self.index))  # a Retriever holds its BM25Index
         return self._guard
 
     @classmethod

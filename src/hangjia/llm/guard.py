@@ -16,13 +16,13 @@ An abstaining answer passes as it is. Both checks use the index's own tokenizer,
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hangjia.core.citations import strip_markers
 from hangjia.core.grounding import numbers
-from hangjia.core.prompts import Passage, not_in_documents
-from hangjia.corpus.index import tokenize
+from hangjia.core.prompts import not_in_documents
+from hangjia.corpus.index import BM25Index, tokenize
 
 # A code: letters and digits in one token, optionally joined by - or . ("E77", "HP-16M", "KP-2210", "v2.14").
 _CODE = re.compile(r"(?<![\w-])(?=[\w.-]*[A-Za-z])(?=[\w.-]*\d)[A-Za-z0-9]+(?:[-.][A-Za-z0-9]+)*(?![\w-])")
@@ -53,20 +53,14 @@ def question_terms(question: str) -> list[str]:
 
 
 class AnswerGuard:
-    """The two checks over one index's chunks; build once per index (it reads every chunk's terms)."""
+    """The two checks over one BM25 index: its vocabulary says what the documents mention."""
 
-    def __init__(self, passages: Iterable[Passage]):
-        self.vocabulary: set[str] = set()
-        for p in passages:
-            self.vocabulary.update(tokenize(f"{p.source} {p.text}"))
-
-    def known(self, term: str) -> bool:
-        """Whether the documents mention a term: all its index tokens occur somewhere (a stop word is no term)."""
-        return all(t in self.vocabulary for t in tokenize(term))
+    def __init__(self, index: BM25Index):
+        self.index = index
 
     def before(self, question: str) -> Verdict:
         """Fails when the question names a code or a name that no chunk contains."""
-        unknown = [t for t in question_terms(question) if not self.known(t)]
+        unknown = [t for t in question_terms(question) if not self.index.knows(t)]
         if unknown:
             return Verdict(False, "unknown_terms", f"the documents never mention {', '.join(unknown)}")
         return PASS
