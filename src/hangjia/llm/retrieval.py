@@ -42,8 +42,6 @@ def build_retriever(
     return Retriever.build(chunks, directory, mode, store, embed_function(), on_batch=on_batch)
 
 
-def load_retriever(directory: Path, cosines: bool = True) -> Retriever:
-    """The retriever the index stage saved in `directory`, in the mode it was built with; `cosines=False` lets a
-    bm25 index skip embedding each query for the hits' dense cosines (a caller that reads only the chunks)."""
-    retriever = Retriever.load(directory, embed_function())
-    return Retriever(retriever.bm25) if not cosines and retriever.mode == "bm25" else retriever
+def load_retriever(directory: Path) -> Retriever:
+    """The retriever the index stage saved in `directory`, in the mode it was built with."""
+    return Retriever.load(directory, embed_function())

@@ -50,5 +50,5 @@ def searcher(ws: Workspace):
 
     if ws.manifest("index") is None:
         return None
-    retriever = load_retriever(ws.stage_dir("index"), cosines=False)  # the generators read the chunks only
+    retriever = load_retriever(ws.stage_dir("index"))
     return lambda query, k: [hit.chunk for hit in retriever.search(query, k)]
