@@ -45,6 +45,7 @@ from hangjia.app.schemas import (
 from hangjia.core.citations import mark_cited
 from hangjia.core.config import ServeConfig
 from hangjia.core.errors import HangjiaError
+from hangjia.core.prompts import last_question
 from hangjia.eval.scoring import abstains
 from hangjia.llm.generation import Completion, Control, Engine, GenerationParams
 from hangjia.llm.guard import AnswerGuard
@@ -188,7 +189,7 @@ def _params(body: ChatCompletionRequest | CompletionRequest, max_tokens: int) ->
 def _notes(engine: Engine, model: str, messages: list[dict[str, str]], serve_config: ServeConfig) -> list[str] | None:
     """What the client should know about the answer before reading it: a question in a language the model does not
     write (see llm.languages)."""
-    question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    question = last_question(messages)
     languages = model_languages(engine.base_dir, serve_config.languages)
     note = language_note(question, model, engine.base_dir, languages)
     return [note] if note else None
@@ -208,8 +209,7 @@ class _Guard:
         guard = engine.guard(body.guard) if rag else None
         if guard is None:
             return None
-        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        return cls(guard, question, [c["text"] for c in citations], metrics, body.model)
+        return cls(guard, last_question(messages), [c["text"] for c in citations], metrics, body.model)
 
     def _blocked(self, verdict, original: str | None) -> GuardVerdict:
         self.metrics.guarded.labels(self.model, verdict.reason).inc()

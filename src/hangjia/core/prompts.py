@@ -61,5 +61,9 @@ def ensure_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     """Prepend the shared system prompt (in the language of the last user turn) unless the caller brought one."""
     if messages and messages[0]["role"] == "system":
         return messages
-    last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    return [{"role": "system", "content": system_prompt(last)}, *messages]
+    return [{"role": "system", "content": system_prompt(last_question(messages))}, *messages]
+
+
+def last_question(messages: Sequence[dict[str, str]]) -> str:
+    """The last user turn's text: the question retrieval, the guard and the language note look at ("" if none)."""
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
