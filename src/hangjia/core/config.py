@@ -397,6 +397,10 @@ class GateConfig(_Section):
     candidate may lose against the reference."""
 
 
+ServeBackend = Literal["transformers", "llama.cpp", "openai-upstream"]
+GgufType = Literal["f16", "q8_0", "q4_0", "q4_k_m"]
+
+
 class ServeConfig(_Section):
     host: str = "127.0.0.1"
     """Address to bind; loopback by default."""
@@ -404,8 +408,28 @@ class ServeConfig(_Section):
     """TCP port."""
     max_new_tokens: int = Field(256, ge=1, le=8192)
     """Default completion length when a request gives no max_tokens."""
+    backend: ServeBackend = "transformers"
+    """What generates `base` and `domain`: `transformers` (the trained Hugging Face weights, one request at a time),
+    `llama.cpp` (the GGUF `hangjia export` writes, `parallel` requests decoded together; several times faster on a
+    CPU) or `openai-upstream` (an OpenAI-compatible server at `upstream_url`, e.g. vLLM on GPUs). Retrieval, the
+    guard, citations and metrics stay in Hangjia whichever generates."""
+    backends: dict[str, ServeBackend] = {}
+    """Per model name, a backend other than `backend` (e.g. `{domain: llama.cpp}`)."""
+    gguf: GgufType = "q8_0"
+    """The exported GGUF file the llama.cpp backend serves (`hangjia export --format` writes it)."""
+    parallel: int = Field(16, ge=1, le=256)
+    """Requests a llama.cpp or upstream model generates at once; its KV cache holds this many sequences."""
+    context: int = Field(2048, ge=128)
+    """Tokens one llama.cpp sequence may hold (prompt and answer); the KV cache is `parallel` times this."""
+    upstream_url: str | None = None
+    """Base URL of the OpenAI-compatible server behind `openai-upstream`, e.g. http://127.0.0.1:8001/v1."""
+    upstream_models: dict[str, str] = {}
+    """Per served name, the upstream's model name (vLLM's `--lora-modules` name); unset: the same name."""
+    upstream_api_key_env: str = "HANGJIA_UPSTREAM_API_KEY"
+    """Environment variable holding the upstream's API key (unset or empty: none is sent)."""
     max_running: int = Field(1, ge=1, le=256)
-    """Requests generating at once; the transformers engine decodes one at a time behind a lock, so 1."""
+    """Requests generating at once on the transformers backend, which decodes one at a time behind a lock, so 1;
+    a llama.cpp or upstream model admits `parallel`."""
     max_waiting: int = Field(32, ge=0)
     """Requests queued for a slot; one more gets 429 with Retry-After instead of waiting."""
     languages: list[str] | None = None
