@@ -74,3 +74,44 @@ def tiny_train_config(**overrides):
         packing=False,
     )
     return TrainConfig(**{**settings, **overrides})
+
+
+def build_tiny_smollm(out: Path, rope: dict | None = None) -> Path:
+    """64 wide, 2 layers, 4 query heads sharing 2 kv heads (GQA), SmolLM2's 49,152-token tokenizer.
+
+    Random weights make greedy decoding a coin toss at near-ties (top-2 gaps of 0.0004 logits
+    against f16's ~0.01 error), so lm_head sends each token's embedding to a fixed random successor:
+    greedy output is a bigram chain with top-1 margins of 2+ logits, while the 0.1-std attention and
+    MLP weights still move every logit by several units.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from hangjia.llm.models import embedded_base_dir, load_tokenizer
+
+    tokenizer = load_tokenizer(embedded_base_dir())
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rope_parameters=rope or {"rope_type": "default", "rope_theta": 100000.0},
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        initializer_range=0.1,
+    )
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        embeddings = torch.randn(config.vocab_size, config.hidden_size)
+        model.model.embed_tokens.weight.copy_(embeddings)
+        model.lm_head.weight.copy_(embeddings[torch.randperm(config.vocab_size)] / 2)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

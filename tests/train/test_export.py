@@ -12,54 +12,17 @@ import pytest
 import torch
 
 from hangjia.core.errors import HangjiaError
-from hangjia.llm.models import embedded_base_dir, load_causal_lm, load_tokenizer
+from hangjia.llm.models import load_causal_lm, load_tokenizer
 from hangjia.train import export
 from hangjia.train.export import export_model, open_gguf, to_gguf, verify_gguf
 from tests.paths import KESTREL_DOCS
+from tests.tiny_models import build_tiny_smollm
 
 PROMPTS = [
     "The drain pump on the Kestrel washer",
     "Fault code E21 means",
     "Die Größe des Filters: 我想在apple工作 🚀",
 ]
-
-
-def _tiny_llama(out, rope=None):
-    """64 wide, 2 layers, 4 query heads sharing 2 kv heads (GQA), SmolLM2's 49,152-token tokenizer.
-
-    Random weights make greedy decoding a coin toss at near-ties (top-2 gaps of 0.0004 logits
-    against f16's ~0.01 error), so lm_head sends each token's embedding to a fixed random successor:
-    greedy output is a bigram chain with top-1 margins of 2+ logits, while the 0.1-std attention and
-    MLP weights still move every logit by several units.
-    """
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = load_tokenizer(embedded_base_dir())
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        rope_parameters=rope or {"rope_type": "default", "rope_theta": 100000.0},
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-        initializer_range=0.1,
-    )
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        embeddings = torch.randn(config.vocab_size, config.hidden_size)
-        model.model.embed_tokens.weight.copy_(embeddings)
-        model.lm_head.weight.copy_(embeddings[torch.randperm(config.vocab_size)] / 2)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 def _adapter(base_dir, out):
@@ -82,7 +45,7 @@ def _adapter(base_dir, out):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    base = _tiny_llama(root / "base")
+    base = build_tiny_smollm(root / "base")
     adapter = _adapter(base, root / "adapter")
     summary = export_model(str(base), adapter, root / "out")
     return base, adapter, summary
@@ -204,7 +167,7 @@ def test_rope_scaling_round_trips(tmp_path, rope):
     """Measured over 200 positions: f16 is off by 0.008; the same GGUF without the scaling by 3.3-3.7."""
     pytest.importorskip("llama_cpp")
     rope = {"rope_theta": 100000.0, "original_max_position_embeddings": 32, **rope}
-    model_dir = _tiny_llama(tmp_path / "model", rope)
+    model_dir = build_tiny_smollm(tmp_path / "model", rope)
     path = to_gguf(model_dir, tmp_path / "model.gguf", "f16")
     ids = torch.randint(100, 40000, (200,), generator=torch.Generator().manual_seed(0)).tolist()
     llm = open_gguf(str(path), n_ctx=256, logits_all=True, verbose=False)
@@ -234,7 +197,7 @@ def test_hangjia_export_writes_the_domain_model_of_a_workspace(tmp_path):
     kestrel = KESTREL_DOCS
     (docs / "faq.md").write_bytes((kestrel / "faq.md").read_bytes())
     cfg = ProjectConfig(docs=docs)
-    cfg.train.base_model = str(_tiny_llama(tmp_path / "base"))
+    cfg.train.base_model = str(build_tiny_smollm(tmp_path / "base"))
     cfg.train.max_steps, cfg.train.warmup_ratio, cfg.train.target_modules = 2, 0.0, ["q_proj", "v_proj"]
     cfg.select.quality, cfg.select.general_ratio, cfg.select.raft, cfg.select.paraphrases = "none", 0.0, False, 0
     ws = Workspace(tmp_path / "ws")

@@ -64,3 +64,19 @@ class Admission:
             if not turn.done():
                 self.running += 1
                 turn.set_result(None)
+
+
+class Admissions:
+    """One line per generator: the names the transformers engine serves share one (they share its lock), and each
+    name served by a batching backend (llama.cpp, an upstream) has its own, `parallel` wide."""
+
+    def __init__(self, lines: dict[str, Admission], shared: Admission):
+        self.lines, self.shared = lines, shared
+
+    @classmethod
+    def for_engine(cls, engine, max_running: int, max_waiting: int) -> Admissions:
+        shared = Admission(max_running, max_waiting)
+        return cls({name: Admission(b.parallel, max_waiting) for name, b in engine.backends.items()}, shared)
+
+    def of(self, model: str) -> Admission:
+        return self.lines.get(model, self.shared)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from hangjia.app.admission import Admission
+from hangjia.app.admission import Admissions
 from hangjia.app.metrics import Metrics
 from hangjia.core.config import ServeConfig
 from hangjia.llm.generation import Engine
@@ -24,11 +24,11 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def get_admission(request: Request) -> Admission:
-    return request.app.state.admission
+def get_admission(request: Request) -> Admissions:
+    return request.app.state.admissions
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
 ServeConfigDep = Annotated[ServeConfig, Depends(get_serve_config)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-AdmissionDep = Annotated[Admission, Depends(get_admission)]
+AdmissionDep = Annotated[Admissions, Depends(get_admission)]

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from hangjia.app.admission import Admission, QueueFull
+from hangjia.app.admission import Admission, Admissions, QueueFull
 from hangjia.app.deps import AdmissionDep, EngineDep, MetricsDep, ServeConfigDep
 from hangjia.app.embeddings import EMBEDDING_MODEL
 from hangjia.app.metrics import Metrics, RequestRecord
@@ -144,7 +144,8 @@ class _Slot:
             self.admission.leave()
 
 
-async def _admit(model: str, metrics: Metrics, admission: Admission) -> _Slot:
+async def _admit(model: str, metrics: Metrics, admissions: Admissions) -> _Slot:
+    admission = admissions.of(model)
     record = metrics.request(model)
     try:
         await admission.enter()

@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from hangjia.app import embeddings, openai_api
-from hangjia.app.admission import Admission, QueueFull
+from hangjia.app.admission import Admissions, QueueFull
+from hangjia.app.backends import backend_of, build_backends
 from hangjia.app.deps import EngineDep, MetricsDep
 from hangjia.app.metrics import CONTENT_TYPE, Metrics
 from hangjia.app.schemas import ErrorDetail, ErrorResponse
@@ -32,7 +33,7 @@ def create_app(engine: Engine, serve_config: ServeConfig) -> FastAPI:
     app.state.engine = engine
     app.state.serve_config = serve_config
     app.state.metrics = Metrics()
-    app.state.admission = Admission(serve_config.max_running, serve_config.max_waiting)
+    app.state.admissions = Admissions.for_engine(engine, serve_config.max_running, serve_config.max_waiting)
     app.state.embedder = embeddings.Embedder()
     app.include_router(openai_api.router)
     app.include_router(embeddings.router)
@@ -143,15 +144,21 @@ def serve(workspace: Path, base_model: str, serve_config: ServeConfig, rag_top_k
     host, port = serve_config.host, serve_config.port
     sock = _bind(host, port)
     try:
-        engine = Engine.from_workspace(Workspace(workspace), base_model, rag_top_k=rag_top_k, guard=guard)
+        ws = Workspace(workspace)
+        engine = Engine.from_workspace(ws, base_model, rag_top_k=rag_top_k, guard=guard)
+        engine.backends.update(build_backends(engine.model_names, ws, engine.base_dir, serve_config))
         app = create_app(engine, serve_config)
         config = uvicorn.Config(app, host=host, port=port, log_level="info")
         # uvicorn prints no "running on" line when handed a socket, so say where we are ourselves.
         address = f"[{host}]" if ":" in host else host
         log = logging.getLogger("uvicorn.error")
-        log.info("Serving %s at http://%s:%d/v1 (Press CTRL+C to quit)", ", ".join(engine.model_names), address, port)
+        served = ", ".join(f"{name} ({backend_of(name, serve_config)})" for name in engine.model_names)
+        log.info("Serving %s at http://%s:%d/v1 (Press CTRL+C to quit)", served, address, port)
         for warning in startup_warnings(engine, workspace):
             log.warning(warning)
-        uvicorn.Server(config).run(sockets=[sock])
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            engine.close()
     finally:
         sock.close()
