@@ -8,6 +8,7 @@ openai-upstream  an OpenAI-compatible server at serve.upstream_url
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -19,8 +20,27 @@ from hangjia.llm.models import cache_dir
 from hangjia.llm.weights import BASE, DOMAIN
 
 
-def backend_of(name: str, config: ServeConfig) -> str:
-    return config.backends.get(name, config.backend)
+def backend_of(name: str, config: ServeConfig, workspace: Workspace | None = None, base_dir: Path | None = None) -> str:
+    """The backend that generates `name`; `auto` resolved when the workspace and base folder are given."""
+    kind = config.backends.get(name, config.backend)
+    if kind != "auto" or workspace is None or base_dir is None:
+        return kind
+    return "llama.cpp" if llama_cpp_can_serve(name, workspace, base_dir, config.gguf) else "transformers"
+
+
+def llama_cpp_can_serve(name: str, workspace: Workspace, base_dir: Path, gguf: str) -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return False
+    if name == BASE:
+        config = base_dir / "config.json"
+        return config.is_file() and json.loads(config.read_text()).get("architectures") == ["LlamaForCausalLM"]
+    if name == DOMAIN:
+        export, train = workspace.manifest("export"), workspace.manifest("train")
+        fresh = export is not None and train is not None and export["inputs"].get("train") == train["fingerprint"]
+        return fresh and (workspace.stage_dir("export") / f"model-{gguf}.gguf").is_file()
+    return False
 
 
 def build_backends(names: list[str], workspace: Workspace, base_dir: Path, config: ServeConfig) -> dict[str, Backend]:
@@ -33,7 +53,7 @@ def build_backends(names: list[str], workspace: Workspace, base_dir: Path, confi
     backends: dict[str, Backend] = {}
     try:
         for name in names:
-            kind = backend_of(name, config)
+            kind = backend_of(name, config, workspace, base_dir)
             if kind == "llama.cpp":
                 from hangjia.llm.llamacpp import LlamaCppBackend
 

@@ -152,10 +152,16 @@ def serve(workspace: Path, base_model: str, serve_config: ServeConfig, rag_top_k
         # uvicorn prints no "running on" line when handed a socket, so say where we are ourselves.
         address = f"[{host}]" if ":" in host else host
         log = logging.getLogger("uvicorn.error")
-        served = ", ".join(f"{name} ({backend_of(name, serve_config)})" for name in engine.model_names)
+        kinds = {name: backend_of(name, serve_config, ws, engine.base_dir) for name in engine.model_names}
+        served = ", ".join(f"{name} ({kind})" for name, kind in kinds.items())
         log.info("Serving %s at http://%s:%d/v1 (Press CTRL+C to quit)", served, address, port)
         for warning in startup_warnings(engine, workspace):
             log.warning(warning)
+        if serve_config.backends.get(DOMAIN, serve_config.backend) == "auto" and kinds.get(DOMAIN) == "transformers":
+            log.info(
+                "'domain' runs on transformers; `hangjia export --formats %s` lets llama.cpp serve it (faster).",
+                serve_config.gguf,
+            )
         try:
             uvicorn.Server(config).run(sockets=[sock])
         finally:

@@ -397,7 +397,7 @@ class GateConfig(_Section):
     candidate may lose against the reference."""
 
 
-ServeBackend = Literal["transformers", "llama.cpp", "openai-upstream"]
+ServeBackend = Literal["auto", "transformers", "llama.cpp", "openai-upstream"]
 GgufType = Literal["f16", "q8_0", "q4_0", "q4_k_m"]
 
 
@@ -408,11 +408,12 @@ class ServeConfig(_Section):
     """TCP port."""
     max_new_tokens: int = Field(256, ge=1, le=8192)
     """Default completion length when a request gives no max_tokens."""
-    backend: ServeBackend = "transformers"
+    backend: ServeBackend = "auto"
     """What generates `base` and `domain`: `transformers` (the trained Hugging Face weights, one request at a time),
-    `llama.cpp` (the GGUF `hangjia export` writes, `parallel` requests decoded together; several times faster on a
-    CPU) or `openai-upstream` (an OpenAI-compatible server at `upstream_url`, e.g. vLLM on GPUs). Retrieval, the
-    guard, citations and metrics stay in Hangjia whichever generates."""
+    `llama.cpp` (the GGUF `hangjia export` writes, `parallel` requests decoded together; ~5× faster for one stream on
+    a CPU), `openai-upstream` (an OpenAI-compatible server at `upstream_url`, e.g. vLLM on GPUs), or `auto`: llama.cpp
+    for `base` and for an exported `domain`, transformers otherwise. Retrieval, the guard, citations and metrics stay
+    in Hangjia whichever generates."""
     backends: dict[str, ServeBackend] = {}
     """Per model name, a backend other than `backend` (e.g. `{domain: llama.cpp}`)."""
     gguf: GgufType = "q8_0"
