@@ -39,6 +39,7 @@ def server(tiny_smollm_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("llamacpp-serve")
     config = root / "hangjia.yaml"
     serve = {"backend": "llama.cpp", "gguf": "f16", "parallel": 3, "context": 512, "max_new_tokens": 16}
+    serve["cache_size"] = 0  # repeated greedy requests decode again, in the batch, rather than come from the cache
     config.write_text(yaml.safe_dump({"train": {"base_model": str(tiny_smollm_dir)}, "serve": serve}))
     port = _free_port()
     env = {**os.environ, "HANGJIA_CACHE": str(root / "cache")}

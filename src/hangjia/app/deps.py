@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from hangjia.app.admission import Admissions
+from hangjia.app.cache import ResponseCache
 from hangjia.app.metrics import Metrics
 from hangjia.core.config import ServeConfig
 from hangjia.llm.generation import Engine
@@ -28,7 +29,12 @@ def get_admission(request: Request) -> Admissions:
     return request.app.state.admissions
 
 
+def get_cache(request: Request) -> ResponseCache:
+    return request.app.state.cache
+
+
 EngineDep = Annotated[Engine, Depends(get_engine)]
 ServeConfigDep = Annotated[ServeConfig, Depends(get_serve_config)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 AdmissionDep = Annotated[Admissions, Depends(get_admission)]
+CacheDep = Annotated[ResponseCache, Depends(get_cache)]

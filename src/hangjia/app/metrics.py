@@ -8,6 +8,8 @@ Each app owns its own CollectorRegistry (not prometheus_client's global one), so
     record.step()                        # after each decoding step: first-token and inter-token times
     record.finished(reason, prompt, completion)
     record.close()                       # always (finally): leaves the running/waiting gauges
+
+A request answered from the response cache (app/cache.py) takes no slot and has no record: `metrics.cached(model)`.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ class Metrics:
         self.generation_tokens = Counter("hangjia:generation_tokens", "Tokens generated.", LABEL, registry=r)
         self.success = Counter(
             "hangjia:request_success",
-            "Requests finished, by reason: stop, length or abort (the client went away).",
+            "Requests finished, by reason: stop, length, abort (the client went away) or cached (the response cache).",
             (*LABEL, "finished_reason"),
             registry=r,
         )
@@ -99,10 +101,30 @@ class Metrics:
         self.rejected = Counter(
             "hangjia:request_rejected", "Requests turned away with 429 because the queue was full.", LABEL, registry=r
         )
+        self.cache_queries = Counter(
+            "hangjia:response_cache_queries",
+            "Temperature-0 requests looked up in the response cache.",
+            LABEL,
+            registry=r,
+        )
+        self.cache_hits = Counter(
+            "hangjia:response_cache_hits",
+            "Requests answered from the response cache: nothing was processed or generated, so they add no prompt or "
+            "generation tokens and no latencies; request_success counts them as finished_reason cached.",
+            LABEL,
+            registry=r,
+        )
+        self.cache_entries = Gauge(
+            "hangjia:response_cache_entries", "Answers in the response cache.", LABEL, registry=r
+        )
 
     def request(self, model: str) -> RequestRecord:
         """Start recording one request, now (it counts as waiting until `admitted`)."""
         return RequestRecord(self, model)
+
+    def cached(self, model: str) -> None:
+        """A request answered from the response cache: a success, and nothing else (no tokens, no latencies)."""
+        self.success.labels(model, "cached").inc()
 
     @contextmanager
     def retrieving(self, model: str) -> Iterator[None]:

@@ -4,12 +4,14 @@ SSE streaming).
 Generation blocks for seconds on a CPU, so every engine call runs in the threadpool and the event loop stays
 free for /health, /metrics and other clients. Each generating request holds a slot of the admission queue
 (429 when it is full) from before its first token until its last, and a `Control` whose cancel event is set
-when its client goes away, so an abandoned request stops decoding and frees its slot.
+when its client goes away, so an abandoned request stops decoding and frees its slot. A greedy request asked before
+is answered from the response cache (app/cache.py) without a slot; a stream of it sends the answer as one piece.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,7 +23,8 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from hangjia.app.admission import Admission, Admissions, QueueFull
-from hangjia.app.deps import AdmissionDep, EngineDep, MetricsDep, ServeConfigDep
+from hangjia.app.cache import Answer, Entry, ResponseCache
+from hangjia.app.deps import AdmissionDep, CacheDep, EngineDep, MetricsDep, ServeConfigDep
 from hangjia.app.embeddings import EMBEDDING_MODEL
 from hangjia.app.metrics import Metrics, RequestRecord
 from hangjia.app.schemas import (
@@ -224,17 +227,53 @@ class _Guard:
         return GuardVerdict(passed=True) if verdict.passed else self._blocked(verdict, original=answer)
 
 
-def _guard_field(guard: _Guard | None, answer: str) -> dict[str, Any]:
-    """The finishing stream chunk's `guard` field: the verdict on the answer as sent (blocked: `reply` replaces it)."""
-    if guard is None:
-        return {}
-    verdict = guard.judge(answer)
-    return {"guard": verdict if verdict.passed else verdict.model_copy(update={"original": None})}
+def _opening(citations: list[dict] | None, notes: list[str] | None) -> dict[str, Any]:
+    """The first stream chunk's fields: the passages (`cited` is unknown until the answer is: null) and the notes."""
+    return {"citations": None if citations is None else [{**c, "cited": None} for c in citations], "notes": notes}
+
+
+def _closing(
+    citations: list[dict] | None, verdict_of: Callable[[str], GuardVerdict | None]
+) -> Callable[[str], dict[str, Any]] | None:
+    """The finishing stream chunk's fields, given the answer as sent: the passages with `cited` filled in, and the
+    guard's verdict when it ran (blocked: `reply` replaces the answer); None without RAG."""
+    if citations is None:
+        return None
+
+    def fields(answer: str) -> dict[str, Any]:
+        verdict = verdict_of(answer)
+        if verdict is not None and not verdict.passed:
+            verdict = verdict.model_copy(update={"original": None})
+        return {"citations": mark_cited(citations, [answer])} | ({} if verdict is None else {"guard": verdict})
+
+    return fields
 
 
 def _check_stream(body: ChatCompletionRequest | CompletionRequest, prompts: int = 1) -> None:
     if body.stream and body.n * prompts > 1:
         raise HangjiaError("Streaming gives one answer per request; use n=1 and one prompt with stream, or stream off.")
+
+
+async def _cache_key(
+    cache: ResponseCache,
+    engine: Engine,
+    body: ChatCompletionRequest | CompletionRequest,
+    params: GenerationParams,
+    endpoint: str,
+    rag: bool = False,
+    **request: Any,
+) -> str | None:
+    """The response cache's key of a greedy request; None when the cache is off, the request samples, or the model's
+    version cannot be told (see app/cache.py)."""
+    if not cache.enabled or body.temperature != 0:
+        return None
+    settings = {"max_tokens": params.max_new_tokens, "stop": params.stop, "n": body.n, "seed": body.seed}
+    request |= {**settings, "top_p": body.top_p}
+    return await run_in_threadpool(cache.key, engine, _weights(engine, body.model), endpoint, request, rag)
+
+
+def _event_stream(events: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 # The routes return a model or a StreamingResponse, so FastAPI cannot infer the schema: name it for /openapi.json.
@@ -253,6 +292,7 @@ async def chat_completions(
     serve_config: ServeConfigDep,
     metrics: MetricsDep,
     admission: AdmissionDep,
+    cache: CacheDep,
 ) -> ChatCompletion | StreamingResponse:
     engine.check_model(body.model)
     _check_stream(body)
@@ -261,6 +301,15 @@ async def chat_completions(
     notes = _notes(engine, body.model, messages, serve_config)
     params = _params(body, body.max_completion_tokens or body.max_tokens or serve_config.max_new_tokens)
     request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    guarded = rag and (engine.guard_default if body.guard is None else body.guard)
+    key = await _cache_key(cache, engine, body, params, "chat", rag, messages=messages, guard=guarded)
+    if key is not None and (hit := cache.get(key, body.model)) is not None:
+        metrics.cached(body.model)
+        if not body.stream:
+            return _chat_completion(hit, request_id, created)
+        first, last = _opening(hit.citations, hit.notes), _closing(hit.citations, lambda _: hit.answers[0].guard)
+        maker = _ChatChunks(request_id, created, body.model)
+        return _event_stream(_replay(maker, hit, first=first, last=last, include_usage=body.include_usage))
     slot = await _admit(body.model, metrics, admission)
     try:
         if rag:
@@ -270,6 +319,7 @@ async def chat_completions(
             prepared, citations = engine.prepare(messages, rag)
         prompt = engine.format(prepared)
         guard = _Guard.of(engine, body, rag, messages, citations, metrics)
+        kept = citations if rag else None
         if body.stream:
             # Started before the response, so a bad request (e.g. too long for the context) is still a 4xx.
             if guard is not None and guard.early is not None:
@@ -278,6 +328,11 @@ async def chat_completions(
                 deltas, summary = await run_in_threadpool(
                     engine.stream_text, prompt, body.model, params, slot.control, trim=True
                 )
+            judge = functools.cache(guard.judge) if guard is not None else lambda _: None  # one verdict per answer
+
+            def remember(answer: str, reason: str, usage: Usage) -> None:
+                cache.put(key, Entry(body.model, (Answer(answer, reason, judge(answer)),), usage, kept, notes))
+
             maker = _ChatChunks(request_id, created, body.model)
             events = _sse_events(
                 maker,
@@ -286,14 +341,12 @@ async def chat_completions(
                 StopScanner(body.stop_list),
                 slot,
                 request,
-                # `cited` is unknown until the answer is: null first, filled in on the chunk with finish_reason.
-                first={"citations": [{**c, "cited": None} for c in citations] if rag else None, "notes": notes},
-                last=(lambda answer: {"citations": mark_cited(citations, [answer]), **_guard_field(guard, answer)})
-                if rag
-                else None,
+                first=_opening(kept, notes),
+                last=_closing(kept, judge),
                 include_usage=body.include_usage,
+                on_finished=remember,
             )
-            stream = StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            stream = _event_stream(events)
             slot = None  # the event stream owns it now
             return stream
         if guard is not None and guard.early is not None:  # nothing to generate: the documents cannot say
@@ -303,31 +356,11 @@ async def chat_completions(
                 outs = await run_in_threadpool(
                     engine.generate_texts, [prompt] * body.n, body.model, params, slot.control, trim=True
                 )
-        choices, usage = [], _usage(outs[:1], outs)
-        for i, completion in enumerate(outs):
-            scanner = StopScanner(body.stop_list)
-            text = scanner.feed(completion.text) + scanner.finish()
-            verdict = guard.judge(text) if guard is not None else None
-            if verdict is not None and not verdict.passed:
-                text = verdict.reply
-            choices.append(
-                Choice(
-                    index=i,
-                    message=AssistantMessage(content=text),
-                    finish_reason=_finish(scanner, completion),
-                    guard=verdict,
-                )
-            )
-        slot.record.finished(choices[0].finish_reason, usage.prompt_tokens, usage.completion_tokens)
-        return ChatCompletion(
-            id=request_id,
-            created=created,
-            model=body.model,
-            choices=choices,
-            usage=usage,
-            citations=mark_cited(citations, [c.message.content for c in choices]) if rag else None,
-            notes=notes,
-        )
+        answers = _answers(outs, body.stop_list, judge=guard.judge if guard is not None else None)
+        entry = Entry(body.model, answers, _usage(outs[:1], outs), kept, notes)
+        slot.record.finished(answers[0].finish_reason, entry.usage.prompt_tokens, entry.usage.completion_tokens)
+        cache.put(key, entry)
+        return _chat_completion(entry, request_id, created)
     finally:
         if slot is not None:
             slot.close()
@@ -345,6 +378,7 @@ async def completions(
     serve_config: ServeConfigDep,
     metrics: MetricsDep,
     admission: AdmissionDep,
+    cache: CacheDep,
 ) -> TextCompletion | StreamingResponse:
     """Raw text continued as is: no chat template, no system prompt, no retrieval, no trimming."""
     engine.check_model(body.model)
@@ -352,29 +386,38 @@ async def completions(
     _check_stream(body, len(prompts))
     params = _params(body, body.max_tokens or serve_config.max_new_tokens)
     request_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    key = await _cache_key(cache, engine, body, params, "text", prompts=prompts)
+    if key is not None and (hit := cache.get(key, body.model)) is not None:
+        metrics.cached(body.model)
+        if not body.stream:
+            return _text_completion(hit, request_id, created)
+        maker = _TextChunks(request_id, created, body.model)
+        return _event_stream(_replay(maker, hit, include_usage=body.include_usage))
     slot = await _admit(body.model, metrics, admission)
     try:
         if body.stream:
             deltas, summary = await run_in_threadpool(
                 engine.stream_text, prompts[0], body.model, params, slot.control, trim=False
             )
+
+            def remember(answer: str, reason: str, usage: Usage) -> None:
+                cache.put(key, Entry(body.model, (Answer(answer, reason),), usage))
+
             maker = _TextChunks(request_id, created, body.model)
             scanner = StopScanner(body.stop_list, trim=False)
-            events = _sse_events(maker, deltas, summary, scanner, slot, request, include_usage=body.include_usage)
-            stream = StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            events = _sse_events(
+                maker, deltas, summary, scanner, slot, request, include_usage=body.include_usage, on_finished=remember
+            )
+            stream = _event_stream(events)
             slot = None
             return stream
         rows = [p for p in prompts for _ in range(body.n)]  # OpenAI's order: prompt 0's n choices first
         async with _cancel_on_disconnect(request, slot.control):
             outs = await run_in_threadpool(engine.generate_texts, rows, body.model, params, slot.control)
-        choices = []
-        for i, completion in enumerate(outs):
-            scanner = StopScanner(body.stop_list, trim=False)
-            text = scanner.feed(completion.text) + scanner.finish()
-            choices.append(TextChoice(index=i, text=text, finish_reason=_finish(scanner, completion)))
-        usage = _usage(outs[:: body.n], outs)
-        slot.record.finished(choices[0].finish_reason, usage.prompt_tokens, usage.completion_tokens)
-        return TextCompletion(id=request_id, created=created, model=body.model, choices=choices, usage=usage)
+        entry = Entry(body.model, _answers(outs, body.stop_list, trim=False), _usage(outs[:: body.n], outs))
+        slot.record.finished(entry.answers[0].finish_reason, entry.usage.prompt_tokens, entry.usage.completion_tokens)
+        cache.put(key, entry)
+        return _text_completion(entry, request_id, created)
     finally:
         if slot is not None:
             slot.close()
@@ -382,6 +425,46 @@ async def completions(
 
 def _finish(scanner: StopScanner, completion: Completion) -> str:
     return "stop" if scanner.stopped else completion.finish_reason
+
+
+def _answers(
+    outs: list[Completion], stop: list[str], trim: bool = True, judge: Callable[[str], GuardVerdict] | None = None
+) -> tuple[Answer, ...]:
+    """Each completion as the client gets it: cut at its first stop string, with the guard's verdict on it."""
+    answers = []
+    for completion in outs:
+        scanner = StopScanner(stop, trim=trim)
+        text = scanner.feed(completion.text) + scanner.finish()
+        answers.append(Answer(text, _finish(scanner, completion), judge(text) if judge is not None else None))
+    return tuple(answers)
+
+
+def _chat_completion(entry: Entry, request_id: str, created: int) -> ChatCompletion:
+    """The response to a chat request, freshly generated or from the cache; a blocked answer shows the guard's reply."""
+    choices = [
+        Choice(
+            index=i,
+            message=AssistantMessage(content=a.guard.reply if a.guard is not None and not a.guard.passed else a.text),
+            finish_reason=a.finish_reason,
+            guard=a.guard,
+        )
+        for i, a in enumerate(entry.answers)
+    ]
+    cited = None if entry.citations is None else mark_cited(entry.citations, [c.message.content for c in choices])
+    return ChatCompletion(
+        id=request_id,
+        created=created,
+        model=entry.model,
+        choices=choices,
+        usage=entry.usage,
+        citations=cited,
+        notes=entry.notes,
+    )
+
+
+def _text_completion(entry: Entry, request_id: str, created: int) -> TextCompletion:
+    choices = [TextChoice(index=i, text=a.text, finish_reason=a.finish_reason) for i, a in enumerate(entry.answers)]
+    return TextCompletion(id=request_id, created=created, model=entry.model, choices=choices, usage=entry.usage)
 
 
 def _usage(prompts: list[Completion], answers: list[Completion]) -> Usage:
@@ -451,9 +534,11 @@ async def _sse_events(
     first: dict[str, Any] | None = None,
     last: Callable[[str], dict[str, Any]] | None = None,
     include_usage: bool,
+    on_finished: Callable[[str, str, Usage], None] | None = None,
 ) -> AsyncIterator[str]:
     """[Role,] content pieces, finish reason, [usage], [DONE]; stops sending text at a stop string. `first` adds
-    fields to the opening chunk; `last`, given the answer as sent, fields to the chunk with the finish reason.
+    fields to the opening chunk; `last`, given the answer as sent, fields to the chunk with the finish reason;
+    `on_finished` is given the answer as sent, its finish reason and usage once the model is done (not on an error).
 
     Owns the request's slot: frees it when the stream ends, fails, or is closed because the client left
     (whose cancel event has already stopped the decoding by then)."""
@@ -491,11 +576,36 @@ async def _sse_events(
                 sent.append(tail)
                 yield maker.text(tail)
             yield maker.finish(summary.finish_reason, **closing())
+        usage = _usage([summary], [summary])
+        if on_finished is not None:
+            on_finished("".join(sent), reason, usage)
         if include_usage:
-            yield maker.usage(_usage([summary], [summary]))
+            yield maker.usage(usage)
         yield "data: [DONE]\n\n"
     finally:
         if not done:
             # Closed early (the client left): the decoding thread stops at its next step; count what it made.
             slot.record.finished("abort", summary.prompt_tokens, slot.control.steps)
         slot.close()
+
+
+async def _replay(
+    maker: _ChatChunks | _TextChunks,
+    entry: Entry,
+    *,
+    first: dict[str, Any] | None = None,
+    last: Callable[[str], dict[str, Any]] | None = None,
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    """A cached answer as a stream, with the chunks `_sse_events` sends: [role,] the text in one piece, the finish
+    reason, [usage], [DONE]."""
+    answer = entry.answers[0]
+    opening = maker.first(**(first or {}))
+    if opening is not None:
+        yield opening
+    if answer.text:
+        yield maker.text(answer.text)
+    yield maker.finish(answer.finish_reason, **(last(answer.text) if last is not None else {}))
+    if include_usage:
+        yield maker.usage(entry.usage)
+    yield "data: [DONE]\n\n"

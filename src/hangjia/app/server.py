@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from hangjia.app import embeddings, openai_api
 from hangjia.app.admission import Admissions, QueueFull
 from hangjia.app.backends import backend_of, build_backends
+from hangjia.app.cache import ResponseCache
 from hangjia.app.deps import EngineDep, MetricsDep
 from hangjia.app.metrics import CONTENT_TYPE, Metrics
 from hangjia.app.schemas import ErrorDetail, ErrorResponse
@@ -34,6 +35,7 @@ def create_app(engine: Engine, serve_config: ServeConfig) -> FastAPI:
     app.state.serve_config = serve_config
     app.state.metrics = Metrics()
     app.state.admissions = Admissions.for_engine(engine, serve_config.max_running, serve_config.max_waiting)
+    app.state.cache = ResponseCache(serve_config.cache_size, app.state.metrics)
     app.state.embedder = embeddings.Embedder()
     app.include_router(openai_api.router)
     app.include_router(embeddings.router)

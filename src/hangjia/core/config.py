@@ -433,6 +433,8 @@ class ServeConfig(_Section):
     a llama.cpp or upstream model admits `parallel`."""
     max_waiting: int = Field(32, ge=0)
     """Requests queued for a slot; one more gets 429 with Retry-After instead of waiting."""
+    cache_size: int = Field(1024, ge=0)
+    """Answers kept for repeated temperature-0 requests; 0 turns the cache off."""
     languages: list[str] | None = None
     """Languages the served models write, as ISO 639-1 codes (en, zh, ...). A Chinese question to a model that does
     not write Chinese gets a note with its answer (`notes` in the API, a dim line in `hangjia chat`). Unset: English
