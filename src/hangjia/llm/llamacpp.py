@@ -238,10 +238,13 @@ class LlamaCppBackend:
         for seq in running:
             if not seq.reading:
                 add(seq.next_token, len(seq.ids) + seq.generated - 1, seq, True)
+        # Prompts are read in whole chunks at multiples of prefill_chunk, never cut to the room left: where a prompt
+        # splits must not depend on what else runs, or a near-tie in its last logits could tip differently when
+        # the same request runs beside others. n_batch >= prefill_chunk + parallel, so one chunk always fits.
         room = self._n_batch - batch.n_tokens
         for seq in running:
-            if seq.reading and room > 0:
-                take = min(room, self.prefill_chunk, len(seq.ids) - seq.fed)
+            take = min(self.prefill_chunk, len(seq.ids) - seq.fed)
+            if seq.reading and take <= room:
                 for j in range(seq.fed, seq.fed + take):
                     add(seq.ids[j], j, seq, j == len(seq.ids) - 1)
                 seq.fed += take
