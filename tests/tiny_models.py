@@ -115,3 +115,26 @@ def build_tiny_smollm(out: Path, rope: dict | None = None) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def random_lora(base_dir: Path, out: Path, seed: int = 1, scale: float = 0.1) -> Path:
+    """A LoRA adapter on every linear layer with random (non-zero) B, so it changes the model (merged or not).
+
+    PEFT's random B moves logits by ~20 on the tiny SmolLM2-tokenizer Llama, which changes its greedy answers; the
+    default tenth moves them by ~2.5 and keeps its bigram margins (greedy answers mostly unchanged)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from hangjia.llm.models import load_causal_lm, load_tokenizer
+
+    torch.manual_seed(seed)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False)
+    model = get_peft_model(load_causal_lm(base_dir), lora)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(scale)
+    model.save_pretrained(out)
+    load_tokenizer(base_dir).save_pretrained(out)
+    return out

@@ -16,7 +16,7 @@ from hangjia.llm.models import load_causal_lm, load_tokenizer
 from hangjia.train import export
 from hangjia.train.export import export_model, open_gguf, to_gguf, verify_gguf
 from tests.paths import KESTREL_DOCS
-from tests.tiny_models import build_tiny_smollm
+from tests.tiny_models import build_tiny_smollm, random_lora
 
 PROMPTS = [
     "The drain pump on the Kestrel washer",
@@ -25,28 +25,11 @@ PROMPTS = [
 ]
 
 
-def _adapter(base_dir, out):
-    """A LoRA adapter with random (non-zero) B, so merging it changes the model."""
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(1)
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False)
-    model = get_peft_model(load_causal_lm(base_dir), lora)
-    with torch.no_grad():  # PEFT's random B moves logits by ~20; a tenth keeps the bigram margins
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.mul_(0.1)
-    model.save_pretrained(out)
-    load_tokenizer(base_dir).save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     base = build_tiny_smollm(root / "base")
-    adapter = _adapter(base, root / "adapter")
+    adapter = random_lora(base, root / "adapter")
     summary = export_model(str(base), adapter, root / "out")
     return base, adapter, summary
 

@@ -104,10 +104,10 @@ def test_a_production_model_of_any_kind_is_evaluated_beside_base_and_domain(tiny
     ]:
         three = Engine(tiny_model_dir, tmp_path / "domain" / "adapter", production_dir=folder)
         assert three.model_names == ["base", "domain", "production"]
-        assert (three.production_model is None) is beside, kind
         alone = Engine(tiny_model_dir, folder) if folder != tiny_model_dir else Engine(tiny_model_dir)
         reference = logits(alone, "domain" if folder != tiny_model_dir else "base")
         assert torch.allclose(logits(three, "production"), reference, atol=1e-5), kind
+        assert ("production" in three.model.peft_config) is beside, kind  # loaded on first use
         for name in ("base", "domain"):  # switching to production and back leaves the others as they were
             assert torch.allclose(logits(three, name), expected[name], atol=1e-5), (kind, name)
         assert not torch.allclose(logits(three, "production"), expected["domain"], atol=1e-4), kind

@@ -74,9 +74,13 @@ class Admissions:
         self.lines, self.shared = lines, shared
 
     @classmethod
-    def for_engine(cls, engine, max_running: int, max_waiting: int) -> Admissions:
+    def for_engine(
+        cls, engine, max_running: int, max_waiting: int, parallel: dict[str, int] | None = None
+    ) -> Admissions:
+        """`parallel`: the width of names whose batching backend is built later (a named version, on first request)."""
         shared = Admission(max_running, max_waiting)
-        return cls({name: Admission(b.parallel, max_waiting) for name, b in engine.backends.items()}, shared)
+        widths = {name: b.parallel for name, b in engine.backends.items()} | (parallel or {})
+        return cls({name: Admission(width, max_waiting) for name, width in widths.items()}, shared)
 
     def of(self, model: str) -> Admission:
         return self.lines.get(model, self.shared)

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from hangjia.app.admission import Admissions
 from hangjia.app.cache import ResponseCache
 from hangjia.app.metrics import Metrics
+from hangjia.app.versions import Versions
 from hangjia.core.config import ServeConfig
 from hangjia.llm.generation import Engine
 
@@ -29,6 +30,10 @@ def get_admission(request: Request) -> Admissions:
     return request.app.state.admissions
 
 
+def get_versions(request: Request) -> Versions:
+    return request.app.state.versions
+
+
 def get_cache(request: Request) -> ResponseCache:
     return request.app.state.cache
 
@@ -37,4 +42,5 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 ServeConfigDep = Annotated[ServeConfig, Depends(get_serve_config)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 AdmissionDep = Annotated[Admissions, Depends(get_admission)]
+VersionsDep = Annotated[Versions, Depends(get_versions)]
 CacheDep = Annotated[ResponseCache, Depends(get_cache)]

@@ -83,6 +83,16 @@ class Metrics:
         )
         self.running = Gauge("hangjia:num_requests_running", "Requests generating now.", LABEL, registry=r)
         self.waiting = Gauge("hangjia:num_requests_waiting", "Requests waiting for a slot.", LABEL, registry=r)
+        self.model_memory = Gauge(
+            "hangjia:model_memory_bytes",
+            "Estimated memory a named version (serve.versions) holds while loaded; 0 while it is not.",
+            LABEL,
+            registry=r,
+        )
+        self.model_loads = Counter("hangjia:model_loads", "Named versions loaded.", LABEL, registry=r)
+        self.model_unloads = Counter(
+            "hangjia:model_unloads", "Named versions unloaded to stay within serve.memory_budget_mb.", LABEL, registry=r
+        )
         # prometheus_client adds the `_total` suffix to counters.
         self.prompt_tokens = Counter("hangjia:prompt_tokens", "Prompt tokens processed.", LABEL, registry=r)
         self.generation_tokens = Counter("hangjia:generation_tokens", "Tokens generated.", LABEL, registry=r)

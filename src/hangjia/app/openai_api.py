@@ -24,7 +24,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from hangjia.app.admission import Admission, Admissions, QueueFull
 from hangjia.app.cache import Answer, Entry, ResponseCache
-from hangjia.app.deps import AdmissionDep, CacheDep, EngineDep, MetricsDep, ServeConfigDep
+from hangjia.app.deps import AdmissionDep, CacheDep, EngineDep, MetricsDep, ServeConfigDep, VersionsDep
 from hangjia.app.embeddings import EMBEDDING_MODEL
 from hangjia.app.metrics import Metrics, RequestRecord
 from hangjia.app.schemas import (
@@ -45,6 +45,7 @@ from hangjia.app.schemas import (
     TextCompletion,
     Usage,
 )
+from hangjia.app.versions import Versions
 from hangjia.core.citations import mark_cited
 from hangjia.core.config import ServeConfig
 from hangjia.core.errors import HangjiaError
@@ -53,7 +54,7 @@ from hangjia.eval.scoring import abstains
 from hangjia.llm.generation import Completion, Control, Engine, GenerationParams
 from hangjia.llm.guard import AnswerGuard
 from hangjia.llm.languages import language_note, model_languages
-from hangjia.llm.weights import BASE, DOMAIN, PRODUCTION, ModelWeights
+from hangjia.llm.weights import BASE, DOMAIN, ModelWeights
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -114,40 +115,46 @@ def _created(path) -> int:
 
 def _weights(engine: Engine, name: str) -> ModelWeights:
     """What a served name is, from the engine's own folders (the resolver's ModelWeights describes it)."""
-    tuned = {BASE: None, DOMAIN: engine.adapter_dir, PRODUCTION: engine.production_dir}[name]
+    tuned = engine.versions[name] if name in engine.versions else {BASE: None, DOMAIN: engine.adapter_dir}[name]
     return ModelWeights(name, engine.base_dir, tuned)
 
 
 @router.get("/models")
 async def list_models(engine: EngineDep) -> ModelList:
-    """The served models: what each is (base model, LoRA adapter, full model), its folder and its parent."""
+    """The served models: what each is (base model, LoRA adapter, full model, GGUF model), its folder or file, its
+    parent, and for a named version whether it is loaded now."""
     models = []
     for name in engine.model_names:
         w = _weights(engine, name)
         parent = BASE if w.is_adapter else None
-        models.append(Model(id=name, created=_created(w.folder), kind=w.kind, root=str(w.folder), parent=parent))
+        loaded = engine.is_loaded(name) if name in engine.versions else None
+        info = {"kind": w.kind, "root": str(w.folder), "parent": parent, "loaded": loaded}
+        models.append(Model(id=name, created=_created(w.folder), **info))
     models.append(Model(id=EMBEDDING_MODEL, created=_created(None), kind="embedding model"))
     return ModelList(data=models)
 
 
 class _Slot:
-    """One admitted request: its metrics record, its admission slot and its decoding control."""
+    """One admitted request: its metrics record, its admission slot, its hold on its model version and its decoding
+    control."""
 
-    def __init__(self, record: RequestRecord, admission: Admission):
-        self.record, self.admission = record, admission
+    def __init__(self, record: RequestRecord, admission: Admission, versions: Versions, model: str):
+        self.record, self.admission, self.versions, self.model = record, admission, versions, model
         self.control = Control(on_step=record.step)
         self.closed = False
 
     def close(self) -> None:
-        """Stop decoding if it still runs, leave the gauges and free the slot; safe to call twice."""
+        """Stop decoding if it still runs, leave the gauges, free the slot and the version; safe to call twice."""
         self.control.cancel.set()
         if not self.closed:
             self.closed = True
             self.record.close()
             self.admission.leave()
+            self.versions.release(self.model)
 
 
-async def _admit(model: str, metrics: Metrics, admissions: Admissions) -> _Slot:
+async def _admit(model: str, metrics: Metrics, admissions: Admissions, versions: Versions) -> _Slot:
+    """A slot in `model`'s line, with `model` loaded (a named version loads on its first request)."""
     admission = admissions.of(model)
     record = metrics.request(model)
     try:
@@ -159,7 +166,14 @@ async def _admit(model: str, metrics: Metrics, admissions: Admissions) -> _Slot:
         record.close()
         raise
     record.admitted()
-    return _Slot(record, admission)
+    versions.hold(model)
+    slot = _Slot(record, admission, versions, model)
+    try:
+        await run_in_threadpool(versions.load, model)
+    except BaseException:
+        slot.close()
+        raise
+    return slot
 
 
 @asynccontextmanager
@@ -292,6 +306,7 @@ async def chat_completions(
     serve_config: ServeConfigDep,
     metrics: MetricsDep,
     admission: AdmissionDep,
+    versions: VersionsDep,
     cache: CacheDep,
 ) -> ChatCompletion | StreamingResponse:
     engine.check_model(body.model)
@@ -310,7 +325,7 @@ async def chat_completions(
         first, last = _opening(hit.citations, hit.notes), _closing(hit.citations, lambda _: hit.answers[0].guard)
         maker = _ChatChunks(request_id, created, body.model)
         return _event_stream(_replay(maker, hit, first=first, last=last, include_usage=body.include_usage))
-    slot = await _admit(body.model, metrics, admission)
+    slot = await _admit(body.model, metrics, admission, versions)
     try:
         if rag:
             with metrics.retrieving(body.model):
@@ -378,6 +393,7 @@ async def completions(
     serve_config: ServeConfigDep,
     metrics: MetricsDep,
     admission: AdmissionDep,
+    versions: VersionsDep,
     cache: CacheDep,
 ) -> TextCompletion | StreamingResponse:
     """Raw text continued as is: no chat template, no system prompt, no retrieval, no trimming."""
@@ -393,7 +409,7 @@ async def completions(
             return _text_completion(hit, request_id, created)
         maker = _TextChunks(request_id, created, body.model)
         return _event_stream(_replay(maker, hit, include_usage=body.include_usage))
-    slot = await _admit(body.model, metrics, admission)
+    slot = await _admit(body.model, metrics, admission, versions)
     try:
         if body.stream:
             deltas, summary = await run_in_threadpool(

@@ -303,11 +303,15 @@ class Model(BaseModel):
     created: int
     owned_by: str = "hangjia"
     kind: str | None = Field(None, exclude_if=_is_none)
-    """Hangjia extension: base model, LoRA adapter (or another adapter kind), full model or embedding model."""
+    """Hangjia extension: base model, LoRA adapter (or another adapter kind), full model, GGUF model or embedding
+    model."""
     root: str | None = Field(None, exclude_if=_is_none)
-    """The folder the model's own weights are loaded from (vLLM's field name)."""
+    """The folder (or GGUF file) the model's own weights are loaded from (vLLM's field name)."""
     parent: str | None = Field(None, exclude_if=_is_none)
     """The model an adapter is applied to (vLLM's field name)."""
+    loaded: bool | None = Field(None, exclude_if=_is_none)
+    """Hangjia extension, for a named version (serve.versions): whether it is in memory now (else it loads on the next
+    request for it)."""
 
 
 class ModelList(BaseModel):

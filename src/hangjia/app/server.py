@@ -23,6 +23,7 @@ from hangjia.app.cache import ResponseCache
 from hangjia.app.deps import EngineDep, MetricsDep
 from hangjia.app.metrics import CONTENT_TYPE, Metrics
 from hangjia.app.schemas import ErrorDetail, ErrorResponse
+from hangjia.app.versions import Versions
 from hangjia.core.config import ServeConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.llm.generation import Engine
@@ -34,7 +35,10 @@ def create_app(engine: Engine, serve_config: ServeConfig) -> FastAPI:
     app.state.engine = engine
     app.state.serve_config = serve_config
     app.state.metrics = Metrics()
-    app.state.admissions = Admissions.for_engine(engine, serve_config.max_running, serve_config.max_waiting)
+    app.state.versions = Versions(engine, serve_config, app.state.metrics)
+    app.state.admissions = Admissions.for_engine(
+        engine, serve_config.max_running, serve_config.max_waiting, app.state.versions.parallel
+    )
     app.state.cache = ResponseCache(serve_config.cache_size, app.state.metrics)
     app.state.embedder = embeddings.Embedder()
     app.include_router(openai_api.router)
@@ -147,14 +151,16 @@ def serve(workspace: Path, base_model: str, serve_config: ServeConfig, rag_top_k
     sock = _bind(host, port)
     try:
         ws = Workspace(workspace)
-        engine = Engine.from_workspace(ws, base_model, rag_top_k=rag_top_k, guard=guard)
-        engine.backends.update(build_backends(engine.model_names, ws, engine.base_dir, serve_config))
+        engine = Engine.from_workspace(ws, base_model, rag_top_k=rag_top_k, guard=guard, versions=serve_config.versions)
+        startup = [name for name in engine.model_names if name not in engine.versions]  # versions load on demand
+        engine.backends.update(build_backends(startup, ws, engine.base_dir, serve_config))
         app = create_app(engine, serve_config)
         config = uvicorn.Config(app, host=host, port=port, log_level="info")
         # uvicorn prints no "running on" line when handed a socket, so say where we are ourselves.
         address = f"[{host}]" if ":" in host else host
         log = logging.getLogger("uvicorn.error")
-        kinds = {name: backend_of(name, serve_config, ws, engine.base_dir) for name in engine.model_names}
+        kinds = {name: backend_of(name, serve_config, ws, engine.base_dir) for name in startup}
+        kinds |= {name: f"{kind}, on first request" for name, kind in app.state.versions.kinds.items()}
         served = ", ".join(f"{name} ({kind})" for name, kind in kinds.items())
         log.info("Serving %s at http://%s:%d/v1 (Press CTRL+C to quit)", served, address, port)
         for warning in startup_warnings(engine, workspace):

@@ -5,11 +5,12 @@ An unknown or mistyped key is rejected with its dotted path, file and line.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hangjia.core.errors import HangjiaError
 
@@ -428,6 +429,15 @@ class ServeConfig(_Section):
     """Per served name, the upstream's model name (vLLM's `--lora-modules` name); unset: the same name."""
     upstream_api_key_env: str = "HANGJIA_UPSTREAM_API_KEY"
     """Environment variable holding the upstream's API key (unset or empty: none is sent)."""
+    versions: dict[str, Path] = {}
+    """More names to serve beside base and domain, each loaded on its first request: name → a PEFT adapter folder (on
+    the base model; a LoRA shares the base weights with the domain adapter), a whole model folder, or a .gguf file
+    (always served by llama.cpp). A folder's backend is `backends[name]`, else `backend` (auto: transformers). Names:
+    letters, digits and `-_.@`. Relative paths resolve against the config file's folder."""
+    memory_budget_mb: int = Field(0, ge=0)
+    """MiB the loaded `versions` may take together, estimated (0: no limit): their weights as loaded, a llama.cpp
+    model's KV cache (`parallel` × `context` tokens), only the adapter for a LoRA on the shared base. A version that
+    does not fit unloads the least recently used ones no request is using; if that is not enough, 503."""
     max_running: int = Field(1, ge=1, le=256)
     """Requests generating at once on the transformers backend, which decodes one at a time behind a lock, so 1;
     a llama.cpp or upstream model admits `parallel`."""
@@ -439,6 +449,16 @@ class ServeConfig(_Section):
     """Languages the served models write, as ISO 639-1 codes (en, zh, ...). A Chinese question to a model that does
     not write Chinese gets a note with its answer (`notes` in the API, a dim line in `hangjia chat`). Unset: English
     for the embedded SmolLM2-135M, unknown (no note) for a local model folder."""
+
+    @field_validator("versions")
+    @classmethod
+    def _version_names(cls, versions: dict[str, Path]) -> dict[str, Path]:
+        for name in versions:
+            if name in ("base", "domain"):
+                raise ValueError(f"'{name}' is served already; give the version another name")
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]*", name):
+                raise ValueError(f"'{name}' is not a version name: letters, digits and - _ . @ only (e.g. domain@3)")
+        return versions
 
 
 class ProjectConfig(_Section):
@@ -488,6 +508,7 @@ def _resolve_paths(cfg: ProjectConfig, base: Path) -> ProjectConfig:
         cfg.eval.mcq = (base / cfg.eval.mcq).resolve()
     if cfg.eval.production is not None and not cfg.eval.production.is_absolute():
         cfg.eval.production = (base / cfg.eval.production).resolve()
+    cfg.serve.versions = {n: p if p.is_absolute() else (base / p).resolve() for n, p in cfg.serve.versions.items()}
     if cfg.synth.seed_tasks is not None and not cfg.synth.seed_tasks.is_absolute():
         cfg.synth.seed_tasks = (base / cfg.synth.seed_tasks).resolve()
     cfg.synth.triples = [p if p.is_absolute() else (base / p).resolve() for p in cfg.synth.triples]

@@ -2,8 +2,9 @@
 
 `base` runs with the adapter switched off and `domain` with it on, so both share one copy of
 the weights; a fully fine-tuned domain model (train.method: full) is a second model beside the base.
-Evaluation may add `production`, the model in service now (an adapter or a whole model): an adapter of the domain
-adapter's kind is loaded beside it on the same weights, anything else as a model of its own.
+Named versions may be added (a server's serve.versions; evaluation's `production`, the model in service now), each
+loaded on first use: an adapter of the domain adapter's kind beside it on the same weights, any other adapter or
+whole model as a model of its own, a GGUF file by the llama.cpp backend the server puts in `backends`.
 Its own calls are serialised by a lock: one CPU model, one generation at a time. A name may instead be served by
 another backend (llm/backend.py: llama.cpp with batched decoding, an OpenAI-compatible upstream), which takes the
 prompt text this engine prepares.
@@ -15,6 +16,7 @@ as soon as they appear, so a stopped answer costs no tokens past its stop.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +27,17 @@ from hangjia.core.errors import HangjiaError
 from hangjia.core.prompts import ensure_system, with_context
 from hangjia.llm.backend import Backend, Completion, Control, GenerationParams, cut_character
 from hangjia.llm.models import load_causal_lm, load_tokenizer
-from hangjia.llm.weights import BASE, DOMAIN, PRODUCTION, adapter_type, checked_model_folder, domain_weights, is_adapter
+from hangjia.llm.weights import (
+    BASE,
+    DOMAIN,
+    PRODUCTION,
+    adapter_type,
+    checked_model_folder,
+    checked_version,
+    domain_weights,
+    is_adapter,
+    is_gguf,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -90,6 +102,7 @@ class Engine:
         production_dir: Path | None = None,
         guard: bool = True,
         backends: dict[str, Backend] | None = None,
+        versions: dict[str, Path] | None = None,
     ):
         self.base_dir = base_dir
         self.adapter_dir = adapter_dir
@@ -99,8 +112,17 @@ class Engine:
         full = adapter_dir is not None and not is_adapter(adapter_dir)
         self.model = load_causal_lm(base_dir, None if full else adapter_dir)
         self.full_model = load_causal_lm(adapter_dir) if full else None
-        self.production_dir = production_dir
-        self.production_model = None if production_dir is None else self._load_production(production_dir)
+        self.versions = {name: checked_version(name, path) for name, path in (versions or {}).items()}
+        """Named versions beside base and domain: an adapter folder, a whole model folder or a GGUF file each."""
+        if production_dir is not None:
+            self.versions[PRODUCTION] = checked_model_folder(production_dir)
+        if clash := {BASE, DOMAIN} & set(self.versions):
+            raise HangjiaError(f"A model version may not be called {' or '.join(sorted(clash))}; rename it.")
+        self._loaded: dict[str, PreTrainedModel] = {}
+        """The versions the transformers model holds now: their own model, or `self.model` for an adapter beside the
+        domain one."""
+        domain_kind = getattr(getattr(self.model, "active_peft_config", None), "peft_type", None)
+        self._domain_kind = getattr(domain_kind, "value", domain_kind)
         self.index = index
         self.rag_top_k = rag_top_k
         self.guard_default = guard
@@ -123,17 +145,47 @@ class Engine:
         for backend in self.backends.values():
             backend.close()
 
-    def _load_production(self, path: Path) -> PreTrainedModel | None:
-        """The production model as a model of its own, or None when its adapter now sits beside the domain one."""
-        path = checked_model_folder(path)
-        if not is_adapter(path):
-            return load_causal_lm(path)
-        domain_kind = getattr(getattr(self.model, "active_peft_config", None), "peft_type", None)
-        if domain_kind is not None and getattr(domain_kind, "value", domain_kind) == adapter_type(path):
-            self.model.load_adapter(str(path), adapter_name=PRODUCTION)
+    def shares_base(self, name: str) -> bool:
+        """Whether version `name` is an adapter of the domain adapter's kind, which loads beside it on its weights."""
+        path = self.versions[name]
+        return is_adapter(path) and self._domain_kind is not None and adapter_type(path) == self._domain_kind
+
+    def is_loaded(self, name: str) -> bool:
+        return name not in self.versions or name in self._loaded or name in self.backends
+
+    def load(self, name: str) -> None:
+        """Load version `name` into the transformers model (once generation running now is done); a no-op when
+        it is loaded."""
+        with self._lock:
+            self._load(name)
+
+    def unload(self, name: str) -> None:
+        """Free version `name`: its adapter, its own model or its backend; a no-op when it is not loaded."""
+        backend = self.backends.pop(name, None) if name in self.versions else None
+        if backend is not None:
+            backend.close()
+        with self._lock:
+            model = self._loaded.pop(name, None)
+            if model is self.model:
+                self.model.delete_adapter(name)
+            elif model is not None:
+                del model
+                gc.collect()  # a model's modules may refer to each other: free its tensors now, not at a later sweep
+
+    def _load(self, name: str) -> PreTrainedModel:
+        if name in self._loaded:
+            return self._loaded[name]
+        path = self.versions[name]
+        if is_gguf(path):
+            raise HangjiaError(f"Model '{name}' is a GGUF file ({path}), which only the llama.cpp backend serves.")
+        if self.shares_base(name):
+            self.model.load_adapter(str(path), adapter_name=name)
             self.model.eval()
-            return None
-        return load_causal_lm(self.base_dir, path)
+            model = self.model
+        else:
+            model = load_causal_lm(self.base_dir, path) if is_adapter(path) else load_causal_lm(path)
+        self._loaded[name] = model
+        return model
 
     def guard(self, requested: bool | None = None) -> AnswerGuard | None:
         """The answer guard over the index's chunks (built on first use), when `requested` (None: the engine's
@@ -154,20 +206,20 @@ class Engine:
         rag_top_k: int = 3,
         production: Path | None = None,
         guard: bool = True,
+        versions: dict[str, Path] | None = None,
     ) -> Engine:
         """`base` from the trained adapter's own base (else `base_model`), `domain` from `train/adapter` (or from
         `dpo/adapter` when `hangjia dpo` has run on this very SFT adapter), retrieval from `index/` when built;
-        `production` from the given folder, when there is one."""
+        `production` from the given folder, when there is one, and the named `versions`."""
         from hangjia.llm.retrieval import load_retriever
 
         domain = domain_weights(workspace, base_model)
         index = load_retriever(workspace.stage_dir("index")) if workspace.manifest("index") else None
-        return cls(domain.base_dir, domain.tuned, index, rag_top_k, production, guard)
+        return cls(domain.base_dir, domain.tuned, index, rag_top_k, production, guard, versions=versions)
 
     @property
     def model_names(self) -> list[str]:
-        names = [BASE, DOMAIN] if self.adapter_dir is not None else [BASE]
-        return names + [PRODUCTION] if self.production_dir is not None else names
+        return [BASE, DOMAIN, *self.versions] if self.adapter_dir is not None else [BASE, *self.versions]
 
     def check_model(self, name: str) -> None:
         if name == DOMAIN and self.adapter_dir is None:
@@ -269,11 +321,12 @@ class Engine:
 
     @contextmanager
     def _weights(self, name: str) -> Iterator[PreTrainedModel]:
-        if name == PRODUCTION and self.production_model is not None:
-            yield self.production_model
-        elif name == PRODUCTION:
+        """`name`'s model, set up for it; callers hold the lock. A version not loaded yet is loaded now."""
+        if name in self.versions and (model := self._load(name)) is not self.model:
+            yield model
+        elif name in self.versions:
             active = self.model.active_adapter
-            self.model.set_adapter(PRODUCTION)
+            self.model.set_adapter(name)
             try:
                 yield self.model
             finally:

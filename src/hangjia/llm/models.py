@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import json
+import math
 import os
 import shutil
 from contextlib import contextmanager
@@ -139,6 +141,17 @@ def load_causal_lm(model_dir: Path, adapter: Path | None = None) -> PreTrainedMo
         model = PeftModel.from_pretrained(model, adapter)
     model.eval()
     return model
+
+
+def loaded_bytes(folder: Path) -> int:
+    """Memory the weights in `folder` (a model or an adapter) take once `load_causal_lm` has loaded them: 4 bytes per
+    parameter of its safetensors files (float32, whatever they are stored in), else the size of its .bin files."""
+    total = 0
+    for path in Path(folder).glob("*.safetensors"):
+        with path.open("rb") as f:  # an 8-byte length, then a JSON header: each tensor's dtype, shape and offsets
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        total += sum(4 * math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+    return total or sum(p.stat().st_size for p in Path(folder).glob("*.bin"))
 
 
 def embedder_dir() -> Path:

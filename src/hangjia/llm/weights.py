@@ -1,10 +1,11 @@
-"""Which weights a model name means: the one resolver of `base`, `domain` and `production` to folders.
+"""Which weights a model name means: the one resolver of `base`, `domain`, `production` and named versions.
 
     base        the base model the workspace's model was trained from (train's own base_model once it has run,
                 else the configured one): `embedded`, `pretrain` or a local Hugging Face folder, as a folder
     domain      what `hangjia train` wrote (a PEFT adapter, or a whole model with train.method: full), or the DPO
                 adapter when `hangjia dpo` ran on that very SFT output
     production  the model in service now, given as a folder (eval.production): an adapter or a whole model
+    (versions)  other names a server serves (serve.versions): an adapter, a whole model or a GGUF file
 
 The engine, `hangjia models`, export, eval and the preference stages all ask here, so they cannot disagree.
 """
@@ -24,6 +25,7 @@ BASE, DOMAIN, PRODUCTION = "base", "domain", "production"
 # PEFT's peft_type → what a person calls it.
 _ADAPTER_KINDS = {"LORA": "LoRA adapter", "PREFIX_TUNING": "prefix-tuning adapter", "P_TUNING": "P-tuning adapter"}
 FULL_MODEL = "full model"
+GGUF_MODEL = "GGUF model"
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class ModelWeights:
     base_dir: Path
     """The base model folder (what an adapter attaches to)."""
     tuned: Path | None = None
-    """An adapter folder, or a whole model folder (train.method: full); None for the base model itself."""
+    """An adapter folder, a whole model folder (train.method: full) or a GGUF file; None for the base model itself."""
     stage: str | None = None
     """The workspace stage that wrote `tuned` (train, dpo); None when given from outside or for the base model."""
 
@@ -53,9 +55,11 @@ class ModelWeights:
 
     @property
     def kind(self) -> str:
-        """In words: base model, LoRA adapter, prefix-tuning adapter, P-tuning adapter or full model."""
+        """In words: base model, LoRA adapter, prefix-tuning adapter, P-tuning adapter, full model or GGUF model."""
         if self.tuned is None:
             return "base model"
+        if is_gguf(self.tuned):
+            return GGUF_MODEL
         if self.is_full_model:
             return FULL_MODEL
         return _ADAPTER_KINDS.get(self.peft_type or "", f"{self.peft_type} adapter")
@@ -68,6 +72,10 @@ class ModelWeights:
 
 def is_adapter(path: Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
+
+
+def is_gguf(path: Path) -> bool:
+    return Path(path).suffix == ".gguf"
 
 
 def adapter_type(path: Path) -> str | None:
@@ -112,6 +120,17 @@ def checked_model_folder(path: Path) -> Path:
             "(config.json); point eval.production at a copy of the train/adapter (or train/model) in service."
         )
     return path
+
+
+def checked_version(name: str, path: Path) -> Path:
+    """`path` of serve.versions' `name`, when it is a PEFT adapter folder, a whole model folder or a GGUF file."""
+    path = Path(path)
+    if (is_gguf(path) and path.is_file()) or (path / "config.json").is_file() or is_adapter(path):
+        return path
+    raise HangjiaError(
+        f"serve.versions.{name} is {path}, which is neither a PEFT adapter folder (adapter_config.json), a model "
+        "folder (config.json) nor a .gguf file; point it at one of those."
+    )
 
 
 def production_weights(ws: Workspace, base_model: str, folder: Path) -> ModelWeights:
