@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hangjia import __version__
-from hangjia.core.config import ProjectConfig, config_template, load_config
+from hangjia.core.config import GgufType, ProjectConfig, config_template, load_config
 from hangjia.core.errors import HangjiaError
 from hangjia.core.workspace import Workspace
 
@@ -286,13 +286,16 @@ def reward(
 def export(
     workspace: WorkspaceOpt,
     config: ConfigOpt = None,
-    formats: Annotated[str, typer.Option("--formats", help="GGUF types to write, comma-separated.")] = "f16,q8_0",
+    formats: Annotated[
+        str, typer.Option("--formats", help=f"GGUF types to write, comma-separated: {', '.join(get_args(GgufType))}.")
+    ] = "f16,q8_0",
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Compare llama.cpp's greedy output with transformers'.")
     ] = True,
     force: ForceOpt = False,
 ) -> None:
-    """Merge the `domain` model into its base and write GGUF files (f16, q8_0) that llama.cpp runs; WORKSPACE/export.
+    """Merge the `domain` model into its base and write GGUF files (f16, q8_0, q4_0, q4_k_m) that llama.cpp runs;
+    WORKSPACE/export. The q4 types come from llama.cpp's quantizer, run on the f16 file.
 
     --verify (the default; needs the export extra, `pip install 'hangjia\\[export]'`) decodes three prompts, as
     chat turns, greedily with llama.cpp and with transformers and counts the prompts and tokens that agree."""

@@ -22,12 +22,14 @@ def export(
     ws: Workspace, cfg: ProjectConfig, console: Console, formats: tuple[str, ...], verify: bool, force: bool = False
 ) -> dict[str, Any]:
     """The `domain` model merged into its base (fp32 safetensors) and written as GGUF files for llama.cpp; with
-    `verify`, llama.cpp's greedy tokens are compared with transformers' on a few prompts."""
+    `verify`, llama.cpp's greedy tokens are compared with transformers' on a few prompts and the agreement is counted
+    (a 4-bit file agrees on fewer tokens; that is reported, not an error)."""
     from hangjia.core.prompts import question_messages
     from hangjia.llm.models import load_tokenizer
     from hangjia.llm.weights import domain_weights
-    from hangjia.train.export import export_model
+    from hangjia.train.export import check_gguf_types, export_model
 
+    check_gguf_types(formats)
     train = ws.require("train", "`hangjia train`")
     domain = domain_weights(ws, cfg.train.base_model)
     if domain.peft_type in ("PREFIX_TUNING", "P_TUNING"):

@@ -2,6 +2,7 @@
 
     base + adapter ──merge_adapter──▶ merged/ (fp32 safetensors + tokenizer)
                    ──to_gguf───────▶ model-f16.gguf, model-q8_0.gguf
+                   ──quantize_gguf─▶ model-q4_0.gguf, model-q4_k_m.gguf (llama.cpp's quantizer, from the f16 file)
                    ──verify_gguf───▶ greedy tokens of llama.cpp == greedy tokens of transformers?
 
 The GGUF writer is llama.cpp's `convert_hf_to_gguf.py` (its LlamaModel and TextModel paths)
@@ -12,22 +13,28 @@ the `gguf` we depend on, so we do not install it.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import math
 import shutil
+import tempfile
+from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 
+from hangjia.core.config import GgufType
 from hangjia.core.errors import HangjiaError
 from hangjia.llm.models import load_causal_lm, load_tokenizer, resolve_base
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-GGUF_TYPES = ("f16", "q8_0")
+GGUF_TYPES: tuple[str, ...] = get_args(GgufType)  # f16, q8_0, q4_0, q4_k_m: what serve.gguf may name
+# Written by llama.cpp's own quantizer from an f16 GGUF (its llama_ftype names); f16 and q8_0 are written by to_gguf.
+_LLAMA_FTYPES = {"q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
 
 # llama.cpp picks the pre-tokenizer (the regex that splits text before BPE) by hashing the ids
 # of this text; text and hashes are copied from convert_hf_to_gguf.py's get_vocab_base_pre.
@@ -60,8 +67,122 @@ def merge_adapter(base_dir: Path, adapter_dir: Path | None, out_dir: Path) -> Pa
     return out_dir
 
 
+def check_gguf_types(types: tuple[str, ...] | list[str]) -> None:
+    """Raise a HangjiaError naming the supported types unless `types` is a non-empty list of them."""
+    unknown = [t for t in types if t not in GGUF_TYPES]
+    if unknown or not types:
+        what = f"GGUF type '{unknown[0]}' is not supported" if unknown else "No GGUF type given"
+        raise HangjiaError(f"{what}; choose from {', '.join(GGUF_TYPES)}.")
+
+
+def write_gguf(hf_dir: Path, out_path: Path, gguf_type: str, name: str | None = None) -> Path:
+    """Write the Llama model in `hf_dir` as the GGUF file `out_path` of any type in GGUF_TYPES: f16 and q8_0 by
+    `to_gguf`, q4_0 and q4_k_m by llama.cpp's quantizer from an f16 file written to a temporary file beside it."""
+    check_gguf_types([gguf_type])
+    if gguf_type not in _LLAMA_FTYPES:
+        return to_gguf(hf_dir, out_path, gguf_type, name=name)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".f16-") as tmp:
+        f16 = to_gguf(hf_dir, Path(tmp) / "model-f16.gguf", "f16", name=name)
+        return quantize_gguf(f16, out_path, gguf_type)
+
+
+def quantize_gguf(f16_path: Path, out_path: Path, gguf_type: str, threads: int = 0) -> Path:
+    """Quantize the f16 GGUF `f16_path` to `gguf_type` ("q4_0" or "q4_k_m") with llama.cpp's quantizer
+    (`llama_model_quantize`, as the `llama-quantize` tool; `threads` 0 = all cores).
+
+    llama.cpp keeps 1-D tensors f32 and picks each tensor's type itself: q4_0 puts the output matrix (token_embd
+    when tied) in q6_K; q4_k_m puts it, and about half the ffn_down and attn_v tensors, in q6_K, the rest in q4_K.
+    A tensor whose rows are not a multiple of the 256-value k-quant block falls back to q5_0 (for q4_K) or q8_0
+    (for q6_K), one whose rows are not a multiple of 32 to f16, so the quantizer refuses no shape. SmolLM2-135M
+    is 576 wide: its q4_k_m is mostly q5_0 (6.2 bits per weight, q4_0 5.3); `gguf_tensor_types` tells what a
+    file holds.
+    """
+    if gguf_type not in _LLAMA_FTYPES:
+        raise HangjiaError(f"llama.cpp's quantizer writes {', '.join(_LLAMA_FTYPES)}, not '{gguf_type}'.")
+    try:
+        import llama_cpp
+        from llama_cpp import _logger
+    except ImportError as err:
+        raise HangjiaError(
+            f"Writing {gguf_type} GGUF files needs llama-cpp-python: `pip install -e '.[export]'`."
+        ) from err
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, _LLAMA_FTYPES[gguf_type])
+    params.nthread = threads
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    log: list[str] = []  # llama.cpp logs a line per tensor (and every fallback as a warning): kept, not printed
+
+    @llama_cpp.llama_log_callback
+    def keep(level: int, text: bytes, user_data: Any) -> None:
+        log.append(text.decode("utf-8", "replace"))
+
+    llama_cpp.llama_log_set(keep, ctypes.c_void_p(0))
+    try:
+        failed = llama_cpp.llama_model_quantize(str(f16_path).encode(), str(out_path).encode(), params)
+    finally:
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))  # llama-cpp-python's own
+    if failed:
+        out_path.unlink(missing_ok=True)
+        tail = "".join(log).strip().splitlines()[-3:]
+        raise HangjiaError(f"llama.cpp could not quantize {f16_path} to {gguf_type}: {' '.join(tail) or failed}")
+    return out_path
+
+
+def gguf_tensor_types(path: Path) -> dict[str, int]:
+    """How many tensors of each type (F32, F16, Q8_0, Q4_K, ...) the GGUF file `path` holds, most common first.
+
+    Walks the header only: `gguf.GGUFReader` also turns every vocabulary string into numpy views, seconds
+    for SmolLM2's 49,152 tokens and 48,900 merges."""
+    import mmap
+    import struct
+
+    import gguf
+
+    string, array = gguf.GGUFValueType.STRING, gguf.GGUFValueType.ARRAY
+    fixed = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUFValueType → bytes
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        pos = 0
+
+        def read(fmt: str) -> int:
+            nonlocal pos
+            (value,) = struct.unpack_from(fmt, data, pos)
+            pos += struct.calcsize(fmt)
+            return value
+
+        def skip(value_type: int, count: int = 1) -> None:
+            nonlocal pos
+            if value_type == string:
+                for _ in range(count):
+                    length = read("<Q")  # read() moves pos: add after it
+                    pos += length
+            elif value_type == array:
+                for _ in range(count):
+                    item_type = read("<I")
+                    skip(item_type, read("<Q"))
+            else:
+                pos += fixed[value_type] * count
+
+        if data[:4] != b"GGUF" or struct.unpack_from("<I", data, 4)[0] not in (2, 3):
+            raise HangjiaError(f"{path} is not a little-endian GGUF file of version 2 or 3.")
+        pos = 8
+        n_tensors, n_kv = read("<Q"), read("<Q")
+        for _ in range(n_kv):
+            skip(string)
+            skip(read("<I"))
+        counts: Counter[str] = Counter()
+        for _ in range(n_tensors):
+            skip(string)
+            n_dims = read("<I")
+            pos += 8 * n_dims
+            counts[gguf.GGMLQuantizationType(read("<I")).name] += 1
+            pos += 8  # the offset
+    return dict(counts.most_common())
+
+
 def to_gguf(hf_dir: Path, out_path: Path, outtype: str = "f16", name: str | None = None) -> Path:
-    """Write the Llama model in `hf_dir` as one GGUF file of type `outtype` ("f16" or "q8_0").
+    """Write the Llama model in `hf_dir` as one GGUF file of type `outtype` ("f16" or "q8_0"; `write_gguf`
+    writes the q4 types too).
 
     As llama.cpp's converter does: q/k weights get the rotary permutation llama.cpp expects,
     1-D tensors (norms) stay f32, and q8_0 falls back to f16 for a tensor whose rows are not a
@@ -70,8 +191,8 @@ def to_gguf(hf_dir: Path, out_path: Path, outtype: str = "f16", name: str | None
     import gguf
     from safetensors import safe_open
 
-    if outtype not in GGUF_TYPES:
-        raise HangjiaError(f"GGUF type '{outtype}' is not supported; choose one of {', '.join(GGUF_TYPES)}.")
+    if outtype not in ("f16", "q8_0"):
+        raise HangjiaError(f"to_gguf writes f16 or q8_0, not '{outtype}'; write_gguf writes {', '.join(GGUF_TYPES)}.")
     config = _require_llama(hf_dir)
     shards = sorted(hf_dir.glob("*.safetensors"))
     if not shards:
@@ -155,7 +276,8 @@ def verify_gguf(
     differing new token, or None), and `tokenizer_match` (whether the GGUF's own tokenizer turns
     the prompt into the same ids as the Hugging Face one). On SmolLM2-135M, f16 matched 5/5 prompts
     over 32 tokens; q8_0 (logits off by up to ~2.4) parted at near-ties (top-2 gaps ≤ 0.23) after
-    5-25 tokens. Needs the `export` extra (llama-cpp-python).
+    5-25 tokens; q4_0 after 5 tokens on average, q4_k_m after 11 (benchmarks/README.md, gguf_types).
+    Needs the `export` extra (llama-cpp-python).
     """
     import torch
 
@@ -211,21 +333,21 @@ def export_model(
     base_spec: str,
     adapter_dir: Path | None,
     out_dir: Path,
-    formats: tuple[str, ...] = GGUF_TYPES,
+    formats: tuple[str, ...] = ("f16", "q8_0"),
     verify_prompts: list[str] | None = None,
     max_new_tokens: int = 32,
 ) -> dict[str, Any]:
-    """Merge `adapter_dir` into the base `base_spec` and write one GGUF file per format.
+    """Merge `adapter_dir` into the base `base_spec` and write one GGUF file per format (any of GGUF_TYPES; the q4
+    types are quantized from the f16 file, written to a temporary file when f16 is not wanted).
 
     Layout: `out_dir/merged/`, `out_dir/model-<format>.gguf`, and `out_dir/export.json` (the
-    summary returned here: paths, sizes in bytes and, with `verify_prompts`, the per-prompt
-    comparison of llama.cpp's greedy tokens with transformers').
+    summary returned here: paths, sizes in bytes, tensor types and, with `verify_prompts`, the per-prompt
+    comparison of llama.cpp's greedy tokens with transformers'). Disagreeing tokens are reported, not raised:
+    a 4-bit file parts from transformers sooner than f16 does.
     """
     out_dir = Path(out_dir)
     adapter_dir = Path(adapter_dir) if adapter_dir is not None else None
-    for fmt in formats:
-        if fmt not in GGUF_TYPES:
-            raise HangjiaError(f"GGUF type '{fmt}' is not supported; choose from {', '.join(GGUF_TYPES)}.")
+    check_gguf_types(formats)
     if adapter_dir is not None and not (adapter_dir / "adapter_config.json").is_file():
         raise HangjiaError(
             f"{adapter_dir} has no adapter_config.json; point at the `adapter` folder a training run wrote."
@@ -240,14 +362,24 @@ def export_model(
         "merged": {"path": str(merged), "bytes": _size(merged)},
         "gguf": {},
     }
-    for fmt in formats:
-        path = to_gguf(merged, out_dir / f"model-{fmt}.gguf", fmt, name=name)
-        summary["gguf"][fmt] = {"path": str(path), "bytes": path.stat().st_size}
-    if verify_prompts:
-        summary["verify"] = {
-            fmt: verify_gguf(merged, Path(summary["gguf"][fmt]["path"]), verify_prompts, max_new_tokens)
-            for fmt in formats
+    paths = {fmt: out_dir / f"model-{fmt}.gguf" for fmt in formats}
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".f16-") as tmp:
+        f16 = paths.get("f16", Path(tmp) / "model-f16.gguf")
+        if "f16" in formats or any(fmt in _LLAMA_FTYPES for fmt in formats):
+            to_gguf(merged, f16, "f16", name=name)
+        for fmt in formats:
+            if fmt == "q8_0":
+                to_gguf(merged, paths[fmt], fmt, name=name)
+            elif fmt in _LLAMA_FTYPES:
+                quantize_gguf(f16, paths[fmt], fmt)
+    for fmt, path in paths.items():
+        summary["gguf"][fmt] = {
+            "path": str(path),
+            "bytes": path.stat().st_size,
+            "tensor_types": gguf_tensor_types(path),
         }
+    if verify_prompts:
+        summary["verify"] = {fmt: verify_gguf(merged, paths[fmt], verify_prompts, max_new_tokens) for fmt in formats}
     (out_dir / "export.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return summary
 
