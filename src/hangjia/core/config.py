@@ -417,8 +417,9 @@ class ServeConfig(_Section):
     in Hangjia whichever generates."""
     backends: dict[str, ServeBackend] = {}
     """Per model name, a backend other than `backend` (e.g. `{domain: llama.cpp}`)."""
-    gguf: GgufType = "q8_0"
-    """The exported GGUF file the llama.cpp backend serves (`hangjia export --format` writes it)."""
+    gguf: GgufType = "f16"
+    """The GGUF type the llama.cpp backend serves (`hangjia export --formats` writes it). f16 answers as the evaluated
+    model does (96 of 96 greedy tokens on SmolLM2-135M); q8_0 decodes ~25% faster and agreed on 91 of 96."""
     parallel: int = Field(16, ge=1, le=256)
     """Requests a llama.cpp or upstream model generates at once; its KV cache holds this many sequences."""
     context: int = Field(2048, ge=128)
