@@ -662,6 +662,65 @@ def data_lineage(
             out.print(f"  file {' sha256 '.join(row)}")
 
 
+db_app = typer.Typer(
+    help="The web app's database (users, conversations, feedback, reviews): its schema version.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+
+
+def _database_url(workspace: Path, config: Path | None) -> str:
+    from hangjia.app.db.engine import database_url
+
+    ws, cfg = _setup(workspace, config)
+    return database_url(cfg.database.url, ws.root)
+
+
+def _migrate(workspace: Path, config: Path | None, step: Any, revision: str) -> None:
+    """Run schema.upgrade or schema.downgrade on the workspace's database; print its revision before → after."""
+    from hangjia.app.db.engine import display_url
+    from hangjia.app.db.schema import current
+
+    url = _database_url(workspace, config)
+    before = current(url)
+    step(url, revision)
+    out.print(escape(f"{display_url(url)}: {before or 'empty'} → {current(url) or 'empty'}"), soft_wrap=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    workspace: WorkspaceOpt,
+    config: ConfigOpt = None,
+    revision: Annotated[str, typer.Argument(help="Revision to reach (default: the newest).")] = "head",
+) -> None:
+    """Create or update the database's tables (database.url or $HANGJIA_DATABASE_URL, else WORKSPACE/hangjia.db)."""
+    from hangjia.app.db.schema import upgrade
+
+    _migrate(workspace, config, upgrade, revision)
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    workspace: WorkspaceOpt,
+    revision: Annotated[str, typer.Argument(help="Revision to go back to; `base` drops every table and its rows.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Take the database's tables back to an earlier revision (what later revisions added is dropped)."""
+    from hangjia.app.db.schema import downgrade
+
+    _migrate(workspace, config, downgrade, revision)
+
+
+@db_app.command("current")
+def db_current(workspace: WorkspaceOpt, config: ConfigOpt = None) -> None:
+    """Print the database's URL (password hidden), its revision and the newest one this Hangjia knows."""
+    from hangjia.app.db.engine import display_url
+    from hangjia.app.db.schema import current, head
+
+    url = _database_url(workspace, config)
+    now = current(url) or "empty (run: hangjia db upgrade)"
+    out.print(escape(f"{display_url(url)}: {now} (newest: {head()})"), soft_wrap=True)
+
+
 @app.command()
 def version() -> None:
     """Print the Hangjia version."""

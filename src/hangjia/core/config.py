@@ -462,6 +462,15 @@ class ServeConfig(_Section):
         return versions
 
 
+class DatabaseConfig(_Section):
+    """Where the web app keeps users, conversations, answers, feedback and reviews (app/db/)."""
+
+    url: str | None = None
+    """SQLAlchemy URL of the database, e.g. postgresql+psycopg://hangjia@db.internal/hangjia; unset: the SQLite file
+    hangjia.db in the workspace. The environment variable HANGJIA_DATABASE_URL overrides it (put passwords there,
+    not in this file)."""
+
+
 class ProjectConfig(_Section):
     docs: Path | None = None
     """Folder of source documents (relative paths resolve against the config file's folder)."""
@@ -477,6 +486,7 @@ class ProjectConfig(_Section):
     eval: EvalConfig = EvalConfig()
     gate: GateConfig = GateConfig()
     serve: ServeConfig = ServeConfig()
+    database: DatabaseConfig = DatabaseConfig()
 
 
 def load_config(path: Path | None) -> ProjectConfig:
