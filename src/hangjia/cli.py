@@ -414,6 +414,79 @@ def _pct(value: float | None) -> str:
 
 
 @app.command()
+def drift(
+    workspace: WorkspaceOpt,
+    questions: Annotated[
+        Path,
+        typer.Option("--questions", "-q", help="Recent questions: JSONL with a `question` field, or text, one a line."),
+    ],
+    config: ConfigOpt = None,
+    exchanges: Annotated[
+        Path | None,
+        typer.Option(help="Served exchanges JSONL (question, answer, abstained, thumbs, created_at) for the rates."),
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="Reference questions (overrides drift.reference; default: the select stage's training split)."
+        ),
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
+    chart: Annotated[Path | None, typer.Option(help="Write the chart (PNG) here.")] = None,
+    prom: Annotated[
+        Path | None, typer.Option(help="Write Prometheus gauges here (node_exporter textfile collector).")
+    ] = None,
+) -> None:
+    """Compare recent questions with the training questions and the documents: embedding distance (MMD, permutation
+    test), out-of-domain share (best BM25 score below the reference's 5th percentile) and, with --exchanges, rising
+    abstentions and thumbs down. Exit 0: no drift; 3: a signal past its threshold (`drift:` in hangjia.yaml);
+    2: misuse."""
+    from hangjia.eval.drift import chart as drift_chart
+    from hangjia.eval.drift import write_prom
+    from hangjia.stages.drift import drift as run_drift
+
+    ws, cfg = _setup(workspace, config)
+    report = run_drift(ws, cfg, console, questions, exchanges, reference)
+    table = Table(
+        title=f"drift: {report.recent_count} recent vs {report.reference_count} reference questions "
+        f"({report.representation} vectors)",
+        title_justify="left",
+    )
+    for col in ("signal", "value", "reference", "p-value", "threshold", "verdict", "n", "note"):
+        table.add_column(col, justify="right" if col in ("value", "reference", "p-value", "n") else "left")
+    for s in report.signals:
+        verdict = "[red]DRIFT[/]" if s.drifted else ("not tested" if s.p_value is None else "ok")
+        table.add_row(
+            s.name,
+            _num(s.value),
+            _num(s.reference),
+            "—" if s.p_value is None else f"{s.p_value:.3g}",
+            escape(s.threshold),
+            verdict,
+            str(s.n),
+            escape(s.note),
+        )
+    out.print(table)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if chart is not None:
+        from hangjia.core.reports import png
+
+        chart.parent.mkdir(parents=True, exist_ok=True)
+        chart.write_bytes(png(drift_chart(report)))
+    if prom is not None:
+        write_prom(report, prom)
+    written = ", ".join(str(p) for p in (json_out, chart, prom) if p is not None)
+    out.print(("[red]drift detected[/]" if report.drifted else "no drift") + (f"; wrote {written}" if written else ""))
+    raise typer.Exit(report.exit_code)
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+@app.command()
 def build(
     workspace: WorkspaceOpt,
     docs: DocsOpt = None,
