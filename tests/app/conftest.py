@@ -1,8 +1,10 @@
 """What the server tests (and the chat command's) share: a real uvicorn server around an Engine, on a free port; a
-three-chunk index; answers that cite."""
+three-chunk index; answers that cite; and the databases the feedback store and registry tests run on (`db_url`: SQLite
+and a throwaway PostgreSQL, see tests/app/db/conftest.py)."""
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import time
@@ -11,14 +13,50 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.orm import Session, sessionmaker
 
+from hangjia.app.db.engine import make_engine, make_sessions
+from hangjia.app.db.schema import upgrade
 from hangjia.app.server import create_app
 from hangjia.core.config import ServeConfig
 from hangjia.llm.generation import Completion, Engine
+from tests.app.db.conftest import PostgresCluster, start_cluster
 
 QUESTION = [{"role": "user", "content": "How do I reset the DW4500 dishwasher?"}]
+_DATABASES = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """The session's PostgreSQL cluster, started on first use."""
+    cluster = start_cluster()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> Iterator[str]:
+    """An empty database: a SQLite file in tmp_path, or a new database in the session's PostgreSQL cluster."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'hangjia.db'}"
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    name = f"test_{next(_DATABASES)}"
+    url = cluster.create_database(name)
+    yield url
+    cluster.drop_database(name)
+
+
+@pytest.fixture
+def sessions(db_url) -> Iterator[sessionmaker[Session]]:
+    """Sessions on `db_url` migrated to the newest revision."""
+    engine = make_engine(db_url)
+    upgrade(db_url)
+    yield make_sessions(engine)
+    engine.dispose()
 
 
 @contextmanager

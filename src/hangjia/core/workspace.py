@@ -9,16 +9,18 @@ WS/
   .staging/         stage outputs being written; moved into place only when complete
 ```
 Every stage directory holds a `manifest.json` (fingerprint of inputs + config, resolved config,
-package versions, counts, duration). A stage whose fingerprint is unchanged is skipped. A stage
+package versions, code version, counts, duration). A stage whose fingerprint is unchanged is skipped. A stage
 writes into `.staging/` and is renamed into place at the end, so a crash mid-write leaves the
 previous, committed output intact.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,6 +68,25 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+@functools.cache
+def code_version() -> dict[str, Any]:
+    """The Hangjia that runs: its version and, when it runs from a git checkout, the commit and whether tracked files
+    differ from it (`dirty`)."""
+    from hangjia import __version__
+
+    version: dict[str, Any] = {"hangjia": __version__}
+    source = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return version
+        status = ["git", "status", "--porcelain", "--untracked-files=no"]
+        changes = subprocess.run(status, cwd=source, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):  # no git here
+        return version
+    return version | {"git": head.stdout.strip(), "dirty": bool(changes.stdout.strip())}
 
 
 @dataclass
@@ -145,6 +166,7 @@ class Workspace:
             "inputs": inputs,
             "config": config,
             "packages": package_versions(),
+            "code": code_version(),
             "counts": run.counts,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
             "duration_s": round(time.time() - started, 2),

@@ -1,17 +1,17 @@
 """The database tests run twice: on a SQLite file and on a real PostgreSQL server.
 
-`db_url` is a fresh empty database per test, parametrised `sqlite` / `postgresql`. The PostgreSQL one lives in a
-throwaway cluster the session starts with PostgreSQL's own initdb and pg_ctl (Debian's postgresql package:
-/usr/lib/postgresql/<version>/bin), on a free loopback port, its data and socket in a temporary folder, stopped and
-deleted at the end. initdb refuses to run as root, so as root the server runs as the `postgres` user the package
-creates. Without the binaries the PostgreSQL half is skipped with the reason; with HANGJIA_REQUIRE_POSTGRES=1 (CI:
-.ci/run installs the package and sets it) it fails instead, so CI cannot pass on SQLite alone.
+`db_url` (in tests/app/conftest.py, so the registry's tests have it too) is a fresh empty database per test,
+parametrised `sqlite` / `postgresql`. The PostgreSQL one lives in a throwaway cluster the session starts with
+PostgreSQL's own initdb and pg_ctl (Debian's postgresql package: /usr/lib/postgresql/<version>/bin), on a free
+loopback port, its data and socket in a temporary folder, stopped and deleted at the end. initdb refuses to run as
+root, so as root the server runs as the `postgres` user the package creates. Without the binaries the PostgreSQL half
+is skipped with the reason; with HANGJIA_REQUIRE_POSTGRES=1 (CI: .ci/run installs the package and sets it) it fails
+instead, so CI cannot pass on SQLite alone.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import pwd
 import shutil
@@ -20,18 +20,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.orm import Session, sessionmaker
-
-from hangjia.app.db.engine import make_engine, make_sessions
-from hangjia.app.db.schema import upgrade
 
 REQUIRE_ENV = "HANGJIA_REQUIRE_POSTGRES"
 SUPERUSER = "hangjia"
-_DATABASES = itertools.count()
 
 
 def postgres_bindir() -> Path | None:
@@ -173,33 +167,3 @@ def start_cluster() -> PostgresCluster:
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"{REQUIRE_ENV}=1 but {why}", pytrace=False)
     pytest.skip(f"PostgreSQL half skipped: {why}")
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresCluster]:
-    """The session's PostgreSQL cluster, started on first use."""
-    cluster = start_cluster()
-    yield cluster
-    cluster.destroy()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path) -> Iterator[str]:
-    """An empty database: a SQLite file in tmp_path, or a new database in the session's PostgreSQL cluster."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'hangjia.db'}"
-        return
-    cluster: PostgresCluster = request.getfixturevalue("postgres")
-    name = f"test_{next(_DATABASES)}"
-    url = cluster.create_database(name)
-    yield url
-    cluster.drop_database(name)
-
-
-@pytest.fixture
-def sessions(db_url) -> Iterator[sessionmaker[Session]]:
-    """Sessions on `db_url` migrated to the newest revision."""
-    engine = make_engine(db_url)
-    upgrade(db_url)
-    yield make_sessions(engine)
-    engine.dispose()

@@ -16,6 +16,7 @@ from hangjia.app.db.schema import current, downgrade, head, upgrade
 from tests.test_cli import run
 
 TABLES = {"users", "conversations", "exchanges", "feedback", "reviews"}
+TABLES |= {"registered_models", "model_versions", "model_aliases", "alias_events"}
 
 
 def constraints(engine: Engine) -> dict[str, set]:
@@ -37,7 +38,7 @@ def constraints(engine: Engine) -> dict[str, set]:
 def test_upgrade_to_head_matches_the_models_and_downgrades_to_base(db_url):
     assert current(db_url) is None
     upgrade(db_url)
-    assert current(db_url) == head() == "0001_feedback_store"
+    assert current(db_url) == head() == "0002_registry"
     engine = make_engine(db_url)
     try:
         assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
@@ -46,6 +47,7 @@ def test_upgrade_to_head_matches_the_models_and_downgrades_to_base(db_url):
             assert compare_metadata(context, Base.metadata) == []
         migrated = constraints(engine)
         assert ("ck", "ck_feedback_rating_range") in {c[:2] for c in migrated["feedback"]}
+        assert ("fk", "fk_alias_events_from_version_model_versions", "model_versions") in migrated["alias_events"]
 
         downgrade(db_url, "base")
         assert current(db_url) is None

@@ -1,11 +1,14 @@
-"""The web app's tables (issue 23), as SQLAlchemy 2 typed models. Every judgement links to the whole exchange it
-judges (model version, messages, passages, answer, latency, user, time), so feedback can become training data with
-lineage and the A/B report can group it by version.
+"""Hangjia's tables, as SQLAlchemy 2 typed models: the web app's (issue 23) and the model registry's (issue 22).
+Every judgement links to the whole exchange it judges (model version, messages, passages, answer, latency, user,
+time), so feedback can become training data with lineage and the A/B report can group it by version.
 
 ```
 users ◄── conversations ◄── exchanges ◄── feedback ◄── reviews
   ▲                            ▲ ▲           │ │
   └────────────────────────────┼─┼───────────┘ └── chosen / rejected exchange (a preference between two drafts)
+
+registered_models ◄── model_versions ◄── model_aliases      (app/registry.py)
+                                     ◄── alias_events
 ```
 Schema changes go through a new migration in migrations/versions/ (tests/app/db checks the two agree).
 """
@@ -22,12 +25,14 @@ from sqlalchemy import (
     DateTime,
     Enum,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -37,6 +42,8 @@ Role = Literal["user", "reviewer", "admin"]
 FeedbackKind = Literal["thumbs", "rating", "comment", "correction", "preference"]
 Reason = Literal["wrong", "not_in_documents", "incomplete", "outdated", "unsafe"]
 Decision = Literal["accepted", "edited", "rejected"]
+WeightsKind = Literal["lora", "prefix", "ptuning", "full"]
+AliasAction = Literal["promote", "rollback"]
 
 # Constraint and index names fixed by rule, so a later migration can name what it alters or drops (SQLite's
 # table-copying migrations need names) and both databases get the same ones.
@@ -216,3 +223,92 @@ class Review(Base):
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     feedback: Mapped[Feedback] = relationship(back_populates="reviews")
+
+
+class RegisteredModel(Base):
+    """A model that numbered versions are registered under (`domain`). Every registry write first updates its row:
+    that UPDATE is the lock that serialises registrations and alias moves of one model (app/registry.py)."""
+
+    __tablename__ = "registered_models"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    """The last registration or alias move."""
+
+
+class ModelVersion(Base):
+    """One registered version: its weights (content-addressed, stored once), the base they apply to, and its lineage.
+    Never changed once written, except `evaluation`, which a later registration of the same weights and lineage may
+    fill in (the model evaluated after it was registered)."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("model", "version"),
+        Index("ix_model_versions_model_digest", "model", "digest"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(ForeignKey("registered_models.name"))
+    version: Mapped[int] = mapped_column(Integer)
+    """1, 2, 3, ... per model, in registration order."""
+    kind: Mapped[WeightsKind] = mapped_column(choice(WeightsKind, "kind"))
+    """lora, prefix or ptuning (a PEFT adapter on `base_model`), or full (a whole model)."""
+    digest: Mapped[str] = mapped_column(String(64))
+    """sha256 over the weight folder's files (relative path and content, sorted by path)."""
+    weights: Mapped[str] = mapped_column(String(1024))
+    """Where the weights are, relative to the workspace: registry/blobs/<digest>."""
+    base_model: Mapped[str] = mapped_column(String(1024))
+    """The base model's folder as training resolved it."""
+    base_digest: Mapped[str] = mapped_column(String(64))
+    """sha256 over the base model folder's files: a server refuses to put an adapter on another base."""
+    lineage: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    """What made the weights: stages' configs and fingerprints, dataset versions, source files' hashes, code version,
+    training metrics (app/lineage.py)."""
+    lineage_digest: Mapped[str] = mapped_column(String(64))
+    """sha256 of the lineage's canonical JSON: the same weights with the same lineage are the same version."""
+    evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    """eval/results.json and the gate's verdict, when the evaluation of these weights is known."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+
+    @property
+    def ref(self) -> str:
+        """`domain@3`: the name a server serves it under."""
+        return f"{self.model}@{self.version}"
+
+
+class ModelAlias(Base):
+    """A movable name for one version (`production`, `candidate`); a version may carry several."""
+
+    __tablename__ = "model_aliases"
+    # (version, model) rather than (model, version): the naming convention names a foreign key after its first column.
+    __table_args__ = (ForeignKeyConstraint(["version", "model"], ["model_versions.version", "model_versions.model"]),)
+
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(128))
+
+
+class AliasEvent(Base):
+    """One move of an alias, never changed or deleted: the history that `rollback` reads and people audit."""
+
+    __tablename__ = "alias_events"
+    __table_args__ = (
+        ForeignKeyConstraint(["to_version", "model"], ["model_versions.version", "model_versions.model"]),
+        ForeignKeyConstraint(["from_version", "model"], ["model_versions.version", "model_versions.model"]),
+        Index("ix_alias_events_model_alias_id", "model", "alias", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(64))
+    alias: Mapped[str] = mapped_column(String(64))
+    action: Mapped[AliasAction] = mapped_column(choice(AliasAction, "action"))
+    from_version: Mapped[int | None] = mapped_column(Integer)
+    """Where the alias pointed before; None when this move created it."""
+    to_version: Mapped[int] = mapped_column(Integer)
+    by: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    note: Mapped[str | None] = mapped_column(Text)
