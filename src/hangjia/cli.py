@@ -521,7 +521,14 @@ def serve(
 
     ws, cfg = _setup(workspace, config)
     serve_config = cfg.serve.model_copy(update={"host": host or cfg.serve.host, "port": port or cfg.serve.port})
-    run_server(ws.root, cfg.train.base_model, serve_config, rag_top_k=cfg.rag.top_k, guard=cfg.rag.guard)
+    run_server(
+        ws.root,
+        cfg.train.base_model,
+        serve_config,
+        rag_top_k=cfg.rag.top_k,
+        guard=cfg.rag.guard,
+        database=cfg.database.url,
+    )
 
 
 @app.command()
@@ -792,6 +799,76 @@ def db_current(workspace: WorkspaceOpt, config: ConfigOpt = None) -> None:
     url = _database_url(workspace, config)
     now = current(url) or "empty (run: hangjia db upgrade)"
     out.print(escape(f"{display_url(url)}: {now} (newest: {head()})"), soft_wrap=True)
+
+
+ab_app = typer.Typer(
+    help="A/B tests between two served versions (serve.ab): what users said of each.", no_args_is_help=True
+)
+app.add_typer(ab_app, name="ab")
+
+
+@ab_app.command("report")
+def ab_report(
+    workspace: WorkspaceOpt,
+    config: ConfigOpt = None,
+    alpha: Annotated[float, typer.Option(help="Significance level of the tests.")] = 0.05,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+) -> None:
+    """Per version that answered serve.ab.model: thumbs-up rate, mean rating, wins in two-draft comparisons,
+    abstentions and latency with 95% intervals, and whether the candidate differs significantly from the model."""
+    from rich.table import Table
+
+    from hangjia.app.ab import report
+    from hangjia.app.db.engine import make_engine, make_sessions
+    from hangjia.core.config import ABConfig
+
+    url = _database_url(workspace, config)
+    _, cfg = _setup(workspace, config)
+    ab = cfg.serve.ab or ABConfig()
+    engine = make_engine(url)
+    try:
+        with make_sessions(engine)() as session:
+            result = report(session, ab, alpha)
+    finally:
+        engine.dispose()
+    table = Table(title=f"A/B: {ab.model} vs {ab.candidate} (share {ab.share:.0%})")
+    for column in ("version", "answers", "thumbs up", "rating", "wins", "abstains", "latency p50"):
+        table.add_column(column, justify="left" if column == "version" else "right")
+
+    def rate(d: dict) -> str:
+        if d["value"] is None:
+            return "-"
+        return f"{d['value']:.0%} [{d['low']:.0%}, {d['high']:.0%}] n={d['n']}"
+
+    for arm in result["arms"] + result["others"]:
+        r = arm["rating"]
+        rating = (
+            "-"
+            if r["value"] is None
+            else f"{r['value']:.2f}" + ("" if r["low"] is None else f" [{r['low']:.2f}, {r['high']:.2f}]")
+        )
+        latency = "-" if arm["latency_ms_p50"] is None else f"{arm['latency_ms_p50']} ms"
+        table.add_row(
+            arm["version"],
+            str(arm["exchanges"]),
+            rate(arm["thumbs_up"]),
+            rating,
+            rate(arm["wins"]),
+            rate(arm["abstention"]),
+            latency,
+        )
+    out.print(table)
+    ps = ", ".join(f"{k} p={v:.3g}" for k, v in result["p_values"].items() if v is not None) or "nothing to test yet"
+    out.print(escape(f"candidate vs model: {ps}"))
+    verdict = {
+        "better": "significantly better than the model",
+        "worse": "significantly worse than the model",
+        "mixed": "significantly better on some measures and worse on others",
+        "no difference": "not significantly different from the model (yet)",
+    }[result["verdict"]]
+    out.print(f"[bold]{escape(ab.candidate)} is {verdict}[/bold] (alpha {alpha})")
+    if json_out is not None:
+        json_out.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 @app.command()

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from hangjia.app.admission import Admissions
 from hangjia.app.cache import ResponseCache
+from hangjia.app.exchanges import ExchangeStore
 from hangjia.app.metrics import Metrics
 from hangjia.app.versions import Versions
 from hangjia.core.config import ServeConfig
@@ -38,9 +39,15 @@ def get_cache(request: Request) -> ResponseCache:
     return request.app.state.cache
 
 
+def get_store(request: Request) -> ExchangeStore | None:
+    """The exchange and feedback store; None when the server records nothing (serve.record false, or no database)."""
+    return request.app.state.store
+
+
 EngineDep = Annotated[Engine, Depends(get_engine)]
 ServeConfigDep = Annotated[ServeConfig, Depends(get_serve_config)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 AdmissionDep = Annotated[Admissions, Depends(get_admission)]
 VersionsDep = Annotated[Versions, Depends(get_versions)]
 CacheDep = Annotated[ResponseCache, Depends(get_cache)]
+StoreDep = Annotated[ExchangeStore | None, Depends(get_store)]

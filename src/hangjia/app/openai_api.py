@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,10 +23,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
+from hangjia.app import ab
 from hangjia.app.admission import Admission, Admissions, QueueFull
 from hangjia.app.cache import Answer, Entry, ResponseCache
-from hangjia.app.deps import AdmissionDep, CacheDep, EngineDep, MetricsDep, ServeConfigDep, VersionsDep
+from hangjia.app.deps import AdmissionDep, CacheDep, EngineDep, MetricsDep, ServeConfigDep, StoreDep, VersionsDep
 from hangjia.app.embeddings import EMBEDDING_MODEL
+from hangjia.app.exchanges import ExchangeStore
 from hangjia.app.metrics import Metrics, RequestRecord
 from hangjia.app.schemas import (
     AssistantMessage,
@@ -57,6 +60,7 @@ from hangjia.llm.languages import language_note, model_languages
 from hangjia.llm.weights import BASE, DOMAIN, ModelWeights
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+log = logging.getLogger("uvicorn.error")
 
 DISCONNECT_POLL_S = 0.1  # how often a generating request checks that its client is still there
 
@@ -308,7 +312,10 @@ async def chat_completions(
     admission: AdmissionDep,
     versions: VersionsDep,
     cache: CacheDep,
+    store: StoreDep,
 ) -> ChatCompletion | StreamingResponse:
+    arrived, asked = time.perf_counter(), body.model
+    body = body.model_copy(update={"model": ab.route(serve_config.ab, body.model, body.user)})  # an A/B test's side
     engine.check_model(body.model)
     _check_stream(body)
     rag = body.rag if body.rag is not None else engine.default_rag(body.model)
@@ -318,13 +325,15 @@ async def chat_completions(
     request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     guarded = rag and (engine.guard_default if body.guard is None else body.guard)
     key = await _cache_key(cache, engine, body, params, "chat", rag, messages=messages, guard=guarded)
+    record = _recorder(store, asked, body, messages, arrived)
     if key is not None and (hit := cache.get(key, body.model)) is not None:
         metrics.cached(body.model)
         if not body.stream:
-            return _chat_completion(hit, request_id, created)
+            return _chat_completion(hit, request_id, created, await run_in_threadpool(record, hit))
         first, last = _opening(hit.citations, hit.notes), _closing(hit.citations, lambda _: hit.answers[0].guard)
         maker = _ChatChunks(request_id, created, body.model)
-        return _event_stream(_replay(maker, hit, first=first, last=last, include_usage=body.include_usage))
+        extra = {"exchange_id": await run_in_threadpool(record, hit)}
+        return _event_stream(_replay(maker, hit, first=first, last=last, include_usage=body.include_usage, extra=extra))
     slot = await _admit(body.model, metrics, admission, versions)
     try:
         if rag:
@@ -345,8 +354,11 @@ async def chat_completions(
                 )
             judge = functools.cache(guard.judge) if guard is not None else lambda _: None  # one verdict per answer
 
-            def remember(answer: str, reason: str, usage: Usage) -> None:
-                cache.put(key, Entry(body.model, (Answer(answer, reason, judge(answer)),), usage, kept, notes))
+            def remember(answer: str, reason: str, usage: Usage) -> dict[str, Any]:
+                entry = Entry(body.model, (Answer(answer, reason, judge(answer)),), usage, kept, notes)
+                cache.put(key, entry)
+                exchange_id = record(entry)
+                return None if exchange_id is None else {"exchange_id": exchange_id}
 
             maker = _ChatChunks(request_id, created, body.model)
             events = _sse_events(
@@ -375,7 +387,7 @@ async def chat_completions(
         entry = Entry(body.model, answers, _usage(outs[:1], outs), kept, notes)
         slot.record.finished(answers[0].finish_reason, entry.usage.prompt_tokens, entry.usage.completion_tokens)
         cache.put(key, entry)
-        return _chat_completion(entry, request_id, created)
+        return _chat_completion(entry, request_id, created, await run_in_threadpool(record, entry))
     finally:
         if slot is not None:
             slot.close()
@@ -455,7 +467,35 @@ def _answers(
     return tuple(answers)
 
 
-def _chat_completion(entry: Entry, request_id: str, created: int) -> ChatCompletion:
+def _recorder(
+    store: ExchangeStore | None, asked: str, body: ChatCompletionRequest, messages: list[dict[str, str]], arrived: float
+) -> Callable[[Entry], int | None]:
+    """Stores a chat answer as an exchange (run it in the threadpool); its id, or None when nothing is recorded. The
+    first choice is stored as the user saw it (the guard's reply when it blocked the answer)."""
+
+    def record(entry: Entry) -> int | None:
+        if store is None:
+            return None
+        first = entry.answers[0]
+        shown = first.guard.reply if first.guard is not None and not first.guard.passed else first.text
+        try:
+            return store.record(
+                model=asked,
+                version=body.model,
+                messages=messages,
+                passages=entry.citations,
+                answer=shown,
+                latency_ms=round((time.perf_counter() - arrived) * 1000),
+                user=body.user,
+            )
+        except Exception:  # the answer is made and is sent; a database that failed costs only its record
+            log.exception("Could not record the exchange; the answer goes out without an exchange_id.")
+            return None
+
+    return record
+
+
+def _chat_completion(entry: Entry, request_id: str, created: int, exchange_id: int | None = None) -> ChatCompletion:
     """The response to a chat request, freshly generated or from the cache; a blocked answer shows the guard's reply."""
     choices = [
         Choice(
@@ -475,6 +515,7 @@ def _chat_completion(entry: Entry, request_id: str, created: int) -> ChatComplet
         usage=entry.usage,
         citations=cited,
         notes=entry.notes,
+        exchange_id=exchange_id,
     )
 
 
@@ -550,11 +591,12 @@ async def _sse_events(
     first: dict[str, Any] | None = None,
     last: Callable[[str], dict[str, Any]] | None = None,
     include_usage: bool,
-    on_finished: Callable[[str, str, Usage], None] | None = None,
+    on_finished: Callable[[str, str, Usage], dict[str, Any] | None] | None = None,
 ) -> AsyncIterator[str]:
     """[Role,] content pieces, finish reason, [usage], [DONE]; stops sending text at a stop string. `first` adds
     fields to the opening chunk; `last`, given the answer as sent, fields to the chunk with the finish reason;
-    `on_finished` is given the answer as sent, its finish reason and usage once the model is done (not on an error).
+    `on_finished` is given the answer as sent, its finish reason and usage once the model is done (not on an error);
+    the fields it returns go out on a chunk of their own before the usage one (the stored exchange's id).
 
     Owns the request's slot: frees it when the stream ends, fails, or is closed because the client left
     (whose cancel event has already stopped the decoding by then)."""
@@ -593,8 +635,9 @@ async def _sse_events(
                 yield maker.text(tail)
             yield maker.finish(summary.finish_reason, **closing())
         usage = _usage([summary], [summary])
-        if on_finished is not None:
-            on_finished("".join(sent), reason, usage)
+        extra = None if on_finished is None else await run_in_threadpool(on_finished, "".join(sent), reason, usage)
+        if extra:
+            yield maker(**extra)
         if include_usage:
             yield maker.usage(usage)
         yield "data: [DONE]\n\n"
@@ -612,9 +655,10 @@ async def _replay(
     first: dict[str, Any] | None = None,
     last: Callable[[str], dict[str, Any]] | None = None,
     include_usage: bool,
+    extra: dict[str, Any] | None = None,
 ) -> AsyncIterator[str]:
     """A cached answer as a stream, with the chunks `_sse_events` sends: [role,] the text in one piece, the finish
-    reason, [usage], [DONE]."""
+    reason, [extra fields], [usage], [DONE]."""
     answer = entry.answers[0]
     opening = maker.first(**(first or {}))
     if opening is not None:
@@ -622,6 +666,8 @@ async def _replay(
     if answer.text:
         yield maker.text(answer.text)
     yield maker.finish(answer.finish_reason, **(last(answer.text) if last is not None else {}))
+    if extra and all(v is not None for v in extra.values()):
+        yield maker(**extra)
     if include_usage:
         yield maker.usage(entry.usage)
     yield "data: [DONE]\n\n"

@@ -90,6 +90,9 @@ class ChatCompletionRequest(_GenerationRequest):
     rag: bool | None = None
     """Hangjia extension: put retrieved passages in front of the question (default: on for `domain`
     when the workspace has an index)."""
+    user: str | None = None
+    """Who asks (OpenAI's end-user id): stored with the exchange, and the key that keeps a user on one side of an A/B
+    test."""
     guard: bool | None = None
     """Hangjia extension: the answer guard on RAG answers (default: rag.guard, on). It replies "The documents do
     not say." when the question names a code or name no document mentions, or when the answer holds a number or
@@ -209,6 +212,9 @@ class ChatCompletion(BaseModel):
     notes: list[str] | None = Field(None, exclude_if=_is_none)
     """Hangjia extension, present when there is something to know about the answer: e.g. that the question is in a
     language the model does not write (serve.languages)."""
+    exchange_id: int | None = Field(None, exclude_if=_is_none)
+    """Hangjia extension, present when the server records answers (serve.record): the stored exchange, which
+    POST /v1/feedback refers to."""
 
 
 class Delta(BaseModel):
@@ -239,6 +245,9 @@ class ChatCompletionChunk(BaseModel):
     """On the first chunk only, as ChatCompletion.notes."""
     guard: GuardVerdict | None = Field(None, exclude_if=_is_none)
     """On the chunk with `finish_reason`, when the guard ran: its verdict on the whole answer as sent."""
+    exchange_id: int | None = Field(None, exclude_if=_is_none)
+    """On a chunk of its own (no choices) after the finishing one, when the server records answers: the stored
+    exchange."""
 
 
 class TextChoice(BaseModel):
@@ -330,3 +339,33 @@ class ErrorResponse(BaseModel):
     """OpenAI's error shape, which its clients turn into typed exceptions."""
 
     error: ErrorDetail
+
+
+FeedbackKind = Literal["thumbs", "rating", "comment", "correction", "preference"]
+Reason = Literal["wrong", "not_in_documents", "incomplete", "outdated", "unsafe"]
+
+
+class FeedbackRequest(BaseModel):
+    """A judgement of one answer (POST /v1/feedback). `kind` says which fields it needs: thumbs (`thumbs`, a `reason`
+    when down), rating (`rating` 1-5), comment (`comment`), correction (`corrected_answer`: the answer as it should
+    have been), preference (`chosen_exchange_id` and `rejected_exchange_id`: of two drafts shown, the one picked)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    exchange_id: int
+    """The answer judged: the `exchange_id` its reply carried (for a preference, the draft shown first)."""
+    kind: FeedbackKind
+    thumbs: bool | None = None
+    reason: Reason | None = None
+    rating: int | None = Field(None, ge=1, le=5)
+    comment: str | None = Field(None, max_length=10_000)
+    corrected_answer: str | None = Field(None, max_length=20_000)
+    chosen_exchange_id: int | None = None
+    rejected_exchange_id: int | None = None
+    user: str | None = None
+    """Who judges (OpenAI's end-user id, as on the question)."""
+
+
+class FeedbackCreated(BaseModel):
+    id: int
+    """The stored feedback row; it was committed before this reply was sent."""

@@ -16,11 +16,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from hangjia.app import embeddings, openai_api
+from hangjia.app import embeddings, feedback_api, openai_api
 from hangjia.app.admission import Admissions, QueueFull
 from hangjia.app.backends import backend_of, build_backends
 from hangjia.app.cache import ResponseCache
 from hangjia.app.deps import EngineDep, MetricsDep
+from hangjia.app.exchanges import ExchangeStore
 from hangjia.app.metrics import CONTENT_TYPE, Metrics
 from hangjia.app.schemas import ErrorDetail, ErrorResponse
 from hangjia.app.versions import Versions
@@ -30,7 +31,8 @@ from hangjia.llm.generation import Engine
 from hangjia.llm.weights import DOMAIN
 
 
-def create_app(engine: Engine, serve_config: ServeConfig) -> FastAPI:
+def create_app(engine: Engine, serve_config: ServeConfig, store: ExchangeStore | None = None) -> FastAPI:
+    """The app around `engine`; with a `store`, chat answers are recorded and /v1/feedback takes judgements."""
     app = FastAPI(title="Hangjia", summary="OpenAI-compatible API for a domain-tuned model with RAG.")
     app.state.engine = engine
     app.state.serve_config = serve_config
@@ -41,7 +43,9 @@ def create_app(engine: Engine, serve_config: ServeConfig) -> FastAPI:
     )
     app.state.cache = ResponseCache(serve_config.cache_size, app.state.metrics)
     app.state.embedder = embeddings.Embedder()
+    app.state.store = store
     app.include_router(openai_api.router)
+    app.include_router(feedback_api.router)
     app.include_router(embeddings.router)
 
     @app.get("/health", tags=["ops"])
@@ -141,7 +145,14 @@ def startup_warnings(engine: Engine, workspace: Path) -> list[str]:
     return warnings
 
 
-def serve(workspace: Path, base_model: str, serve_config: ServeConfig, rag_top_k: int, guard: bool = True) -> None:
+def serve(
+    workspace: Path,
+    base_model: str,
+    serve_config: ServeConfig,
+    rag_top_k: int,
+    guard: bool = True,
+    database: str | None = None,
+) -> None:
     """Serve the workspace's models over HTTP until interrupted."""
     import uvicorn
 
@@ -154,7 +165,8 @@ def serve(workspace: Path, base_model: str, serve_config: ServeConfig, rag_top_k
         engine = Engine.from_workspace(ws, base_model, rag_top_k=rag_top_k, guard=guard, versions=serve_config.versions)
         startup = [name for name in engine.model_names if name not in engine.versions]  # versions load on demand
         engine.backends.update(build_backends(startup, ws, engine.base_dir, serve_config))
-        app = create_app(engine, serve_config)
+        store = open_store(database, workspace) if serve_config.record else None
+        app = create_app(engine, serve_config, store)
         config = uvicorn.Config(app, host=host, port=port, log_level="info")
         # uvicorn prints no "running on" line when handed a socket, so say where we are ourselves.
         address = f"[{host}]" if ":" in host else host
@@ -174,5 +186,18 @@ def serve(workspace: Path, base_model: str, serve_config: ServeConfig, rag_top_k
             uvicorn.Server(config).run(sockets=[sock])
         finally:
             engine.close()
+            if store is not None:
+                store.close()
     finally:
         sock.close()
+
+
+def open_store(configured: str | None, workspace: Path) -> ExchangeStore:
+    """The exchange and feedback store on the workspace's database (database.url, $HANGJIA_DATABASE_URL, else
+    WS/hangjia.db), its tables brought up to date first."""
+    from hangjia.app.db.engine import database_url
+    from hangjia.app.db.schema import upgrade
+
+    url = database_url(configured, workspace)
+    upgrade(url)
+    return ExchangeStore(url)

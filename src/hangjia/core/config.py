@@ -440,6 +440,17 @@ ServeBackend = Literal["auto", "transformers", "llama.cpp", "openai-upstream"]
 GgufType = Literal["f16", "q8_0", "q4_0", "q4_k_m"]
 
 
+class ABConfig(_Section):
+    model: str = "domain"
+    """The name whose requests are split."""
+    candidate: str = "domain@candidate"
+    """Where the share of users goes: another served name (a registry alias, a serve.versions name)."""
+    share: float = Field(0.0, ge=0, le=1)
+    """The share of users (by the request's `user` field) sent to the candidate; 0 sends none."""
+    salt: str = "hangjia-ab"
+    """Mixed into the hash that places a user: change it to draw new groups for a new test."""
+
+
 class ServeConfig(_Section):
     host: str = "127.0.0.1"
     """Address to bind; loopback by default."""
@@ -477,6 +488,11 @@ class ServeConfig(_Section):
     """MiB the loaded `versions` may take together, estimated (0: no limit): their weights as loaded, a llama.cpp
     model's KV cache (`parallel` × `context` tokens), only the adapter for a LoRA on the shared base. A version that
     does not fit unloads the least recently used ones no request is using; if that is not enough, 503."""
+    record: bool = True
+    """Store each chat answer in the database (question, passages, answer, version, latency, user; personal data
+    redacted) and reply with its `exchange_id`, which feedback refers to."""
+    ab: ABConfig | None = None
+    """An A/B test: a share of users' requests for `ab.model` answered by `ab.candidate` instead (unset: none)."""
     max_running: int = Field(1, ge=1, le=256)
     """Requests generating at once on the transformers backend, which decodes one at a time behind a lock, so 1;
     a llama.cpp or upstream model admits `parallel`."""

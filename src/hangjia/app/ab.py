@@ -1,0 +1,157 @@
+"""A/B tests between two versions of one model: who is sent where, and what the feedback says.
+
+Routing (serve.ab): requests for `ab.model` (e.g. `domain`) go to `ab.candidate` (e.g. `domain@candidate`) for a
+share `ab.share` of users, the rest to the model itself. A user is always sent to the same side: the side is a hash of
+the salt and the request's `user` field, so it needs no state and holds across restarts and replicas. A request
+without `user` stays on the model (it cannot be kept sticky). Every exchange records the version that answered, so
+feedback counts against it.
+
+The report (`hangjia ab report`) reads the exchanges and feedback of one model name per answering version: thumbs-up
+rate, mean rating, wins in two-draft comparisons, abstention rate and latency, each with a 95% interval, and tests the
+candidate against the model: thumbs-up and abstention rates by a two-proportion z-test, ratings by Welch's t-test,
+head-to-head wins by an exact binomial test. A difference is significant at p < alpha (0.05).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hangjia.app.db.models import Exchange, Feedback
+from hangjia.core.config import ABConfig
+from hangjia.eval.abtest import Interval, mean_interval, two_proportions, welch, wilson, wins
+from hangjia.eval.scoring import abstains
+
+
+def bucket(salt: str, user: str) -> float:
+    """A user's fixed place in [0, 1): the first 8 bytes of sha256(salt:user)."""
+    digest = hashlib.sha256(f"{salt}:{user}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def route(config: ABConfig | None, model: str, user: str | None) -> str:
+    """The name that answers a request for `model` from `user`."""
+    if config is None or model != config.model or not user or config.share <= 0:
+        return model
+    return config.candidate if bucket(config.salt, user) < config.share else model
+
+
+@dataclass
+class Arm:
+    version: str
+    exchanges: int = 0
+    thumbs: list[bool] = field(default_factory=list)
+    ratings: list[int] = field(default_factory=list)
+    wins: int = 0
+    duels: int = 0
+    abstained: int = 0
+    latencies: list[int] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        latencies = sorted(self.latencies)
+        return {
+            "version": self.version,
+            "exchanges": self.exchanges,
+            "thumbs_up": wilson(sum(self.thumbs), len(self.thumbs)).to_dict(),
+            "rating": mean_interval(self.ratings).to_dict(),
+            "wins": wilson(self.wins, self.duels).to_dict(),
+            "abstention": wilson(self.abstained, self.exchanges).to_dict(),
+            "latency_ms_p50": latencies[len(latencies) // 2] if latencies else None,
+            "latency_ms_mean": sum(latencies) / len(latencies) if latencies else None,
+        }
+
+
+def collect(session: Session, model: str) -> dict[str, Arm]:
+    """Each version that answered requests for `model`, with what its exchanges got."""
+    arms: dict[str, Arm] = {}
+    version_of: dict[int, str] = {}
+    for ex in session.scalars(select(Exchange).where(Exchange.model == model)):
+        arm = arms.setdefault(ex.model_version, Arm(ex.model_version))
+        arm.exchanges += 1
+        arm.abstained += abstains(ex.answer)
+        arm.latencies.append(ex.latency_ms)
+        version_of[ex.id] = ex.model_version
+    if not version_of:
+        return arms
+    rows = session.scalars(select(Feedback).where(Feedback.exchange_id.in_(list(version_of))))
+    for fb in rows:
+        arm = arms[version_of[fb.exchange_id]]
+        if fb.kind == "thumbs":
+            arm.thumbs.append(bool(fb.thumbs))
+        elif fb.kind == "rating":
+            arm.ratings.append(fb.rating)
+        elif fb.kind == "preference":
+            chosen = version_of.get(fb.chosen_exchange_id)
+            rejected = version_of.get(fb.rejected_exchange_id)
+            if chosen and rejected and chosen != rejected:  # two samples of one version say nothing here
+                arms[chosen].wins += 1
+                arms[chosen].duels += 1
+                arms[rejected].duels += 1
+    return arms
+
+
+def report(session: Session, config: ABConfig, alpha: float = 0.05) -> dict[str, Any]:
+    """The A/B report of `config.model` against `config.candidate`, with a verdict."""
+    arms = collect(session, config.model)
+    control = arms.get(config.model, Arm(config.model))
+    candidate = arms.get(config.candidate, Arm(config.candidate))
+    tests = {
+        "thumbs_up": two_proportions(
+            sum(candidate.thumbs), len(candidate.thumbs), sum(control.thumbs), len(control.thumbs)
+        ),
+        "rating": welch(candidate.ratings, control.ratings),
+        "wins": wins(candidate.wins, candidate.duels),
+        "abstention": two_proportions(candidate.abstained, candidate.exchanges, control.abstained, control.exchanges),
+    }
+    better, worse = [], []
+    for name, p in tests.items():
+        # A change in abstentions is reported but judged by neither side: abstaining is right when the documents
+        # do not say, wrong when they do, and the exchanges alone cannot tell which.
+        if name == "abstention" or p is None or p >= alpha:
+            continue
+        sign = _direction(name, candidate, control)
+        (better if sign > 0 else worse).append(name)
+    verdict = (
+        "better"
+        if better and not worse
+        else "worse"
+        if worse and not better
+        else "mixed"
+        if better
+        else "no difference"
+    )
+    return {
+        "model": config.model,
+        "candidate": config.candidate,
+        "share": config.share,
+        "alpha": alpha,
+        "arms": [control.summary(), candidate.summary()],
+        "others": [a.summary() for v, a in arms.items() if v not in (config.model, config.candidate)],
+        "p_values": tests,
+        "significant": {"better": better, "worse": worse},
+        "verdict": verdict,
+    }
+
+
+def _rate(values: Interval) -> float:
+    return values.value or 0.0
+
+
+def _direction(name: str, candidate: Arm, control: Arm) -> int:
+    """+1 when the candidate's side of test `name` is the better one."""
+    if name == "thumbs_up":
+        a, b = (
+            _rate(wilson(sum(candidate.thumbs), len(candidate.thumbs))),
+            _rate(wilson(sum(control.thumbs), len(control.thumbs))),
+        )
+    elif name == "rating":
+        a, b = sum(candidate.ratings) / len(candidate.ratings), sum(control.ratings) / len(control.ratings)
+    elif name == "wins":
+        a, b = candidate.wins, candidate.duels - candidate.wins
+    else:
+        raise ValueError(name)
+    return 1 if a > b else -1
