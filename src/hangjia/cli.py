@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -417,10 +418,19 @@ def _pct(value: float | None) -> str:
 def drift(
     workspace: WorkspaceOpt,
     questions: Annotated[
-        Path,
+        Path | None,
         typer.Option("--questions", "-q", help="Recent questions: JSONL with a `question` field, or text, one a line."),
-    ],
+    ] = None,
     config: ConfigOpt = None,
+    from_db: Annotated[
+        bool,
+        typer.Option(
+            "--from-db", help="Take the recent questions and exchanges (with their thumbs) from the served answers."
+        ),
+    ] = False,
+    days: Annotated[
+        float | None, typer.Option(help="With --from-db: only the answers of the last DAYS days (default: all).")
+    ] = None,
     exchanges: Annotated[
         Path | None,
         typer.Option(help="Served exchanges JSONL (question, answer, abstained, thumbs, created_at) for the rates."),
@@ -446,7 +456,15 @@ def drift(
     from hangjia.stages.drift import drift as run_drift
 
     ws, cfg = _setup(workspace, config)
-    report = run_drift(ws, cfg, console, questions, exchanges, reference)
+    if (questions is None) == (not from_db):
+        raise HangjiaError(
+            "Give the recent questions with --questions FILE, or take them from the served answers "
+            "with --from-db (not both)."
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        if from_db:
+            questions, exchanges = _served_for_drift(ws, cfg, days, Path(tmp))
+        report = run_drift(ws, cfg, console, questions, exchanges, reference)
     table = Table(
         title=f"drift: {report.recent_count} recent vs {report.reference_count} reference questions "
         f"({report.representation} vectors)",
@@ -480,6 +498,31 @@ def drift(
     written = ", ".join(str(p) for p in (json_out, chart, prom) if p is not None)
     out.print(("[red]drift detected[/]" if report.drifted else "no drift") + (f"; wrote {written}" if written else ""))
     raise typer.Exit(report.exit_code)
+
+
+def _served_for_drift(ws, cfg, days: float | None, folder: Path) -> tuple[Path, Path]:
+    """The database's exchanges written where `hangjia drift` reads them: questions.jsonl and exchanges.jsonl."""
+    from datetime import UTC, datetime, timedelta
+
+    from hangjia.app.db.engine import database_url
+    from hangjia.app.db.schema import current
+    from hangjia.app.exchanges import ExchangeStore, write_drift_inputs
+
+    url = database_url(cfg.database.url, ws.root)
+    if current(url) is None:
+        raise HangjiaError(f"No served answers in {ws.root}: the database is empty (`hangjia serve` records them).")
+    since = None if days is None else datetime.now(UTC) - timedelta(days=days)
+    store = ExchangeStore(url)
+    try:
+        n = write_drift_inputs(store, since, folder / "questions.jsonl", folder / "exchanges.jsonl")
+    finally:
+        store.close()
+    if n == 0:
+        raise HangjiaError(
+            "The database holds no served answers" + ("" if days is None else f" from the last {days:g} days") + "."
+        )
+    console.print(f"{n} served answers from the database")
+    return folder / "questions.jsonl", folder / "exchanges.jsonl"
 
 
 def _num(value: float | None) -> str:

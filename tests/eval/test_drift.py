@@ -281,3 +281,38 @@ def test_the_cronjob_runs_drift_with_options_it_has():
     call = shlex.split(next(line for line in script.splitlines() if line.strip().startswith("hangjia drift")))
     known = {opt for p in typer.main.get_command(app).commands["drift"].params for opt in p.opts}
     assert {a for a in call if a.startswith("-")} <= known and '"$code" -eq 3' in script
+
+
+def test_drift_reads_the_served_answers_from_the_database(kestrel_ws, tmp_path):
+    """`--from-db`: the questions people asked and their thumbs, as `hangjia serve` stored them."""
+    from hangjia.app.db.engine import database_url
+    from hangjia.app.db.schema import upgrade
+    from hangjia.app.exchanges import ExchangeStore
+
+    reference, recent = split(kestrel_questions())
+    ref_file = tmp_path / "ref.jsonl"
+    write_jsonl(ref_file, [{"question": q} for q in reference])
+    ws = str(kestrel_ws.root)
+    args = ["drift", "-w", ws, "--from-db", "--reference", str(ref_file)]
+    result = CliRunner().invoke(app, args)  # main() turns the error into one sentence and exit 2
+    assert isinstance(result.exception, HangjiaError) and "database is empty" in str(result.exception)
+
+    url = database_url(None, kestrel_ws.root)
+    upgrade(url)
+    store = ExchangeStore(url)
+    try:
+        for q in [*recent, *arc_questions(55)]:  # half kestrel, half science questions
+            ask = [{"role": "system", "content": "Answer."}, {"role": "user", "content": q}]
+            exchange = store.record(
+                model="domain", version="domain", messages=ask, passages=[], answer="x", latency_ms=5, user="u"
+            )
+            store.feedback({"exchange_id": exchange, "kind": "thumbs", "thumbs": True}, "u")
+    finally:
+        store.close()
+    result = CliRunner().invoke(app, [*args, "--json", str(tmp_path / "drift.json")])
+    assert result.exit_code == DRIFT_EXIT, result.output
+    assert f"{len(recent) + 55} served answers from the database" in result.output
+    data = json.loads((tmp_path / "drift.json").read_text())
+    signals = {s["name"]: s for s in data["signals"]}
+    assert signals["out_of_domain"]["drifted"] and data["recent_questions"] == len(recent) + 55
+    assert "abstention" in signals and not signals["negative_feedback"]["drifted"]  # every thumb up

@@ -15,6 +15,8 @@ an admin sets a password. Requests without `user` are stored as the user `anonym
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -25,6 +27,8 @@ from sqlalchemy.exc import IntegrityError
 from hangjia.app.db.engine import make_engine, make_sessions
 from hangjia.app.db.models import Exchange, Feedback, User, utcnow
 from hangjia.core.errors import HangjiaError
+from hangjia.core.jsonl import write_jsonl
+from hangjia.core.prompts import last_question
 from hangjia.corpus.pii import redact
 
 ANONYMOUS = "anonymous"
@@ -113,6 +117,38 @@ class ExchangeStore:
                 ) from None
             raise HangjiaError(f"The feedback is incomplete for its kind ({_constraint(err)}).") from None
         return row.id
+
+
+def write_drift_inputs(store: ExchangeStore, since: datetime | None, questions: Path, exchanges: Path) -> int:
+    """The stored exchanges (since `since`) as `hangjia drift` reads them: the questions (each exchange's last user
+    turn) one per line, and one JSONL row per exchange (question, answer, thumbs: the latest thumbs given, or none,
+    created_at); the number of exchanges."""
+    with store.sessions() as session:
+        query = select(Exchange).order_by(Exchange.id)
+        if since is not None:
+            query = query.where(Exchange.created_at >= since)
+        rows = list(session.scalars(query))
+        thumbs = dict(
+            session.execute(
+                select(Feedback.exchange_id, Feedback.thumbs).where(Feedback.kind == "thumbs").order_by(Feedback.id)
+            ).all()
+        )  # later rows overwrite earlier ones: the latest judgement counts
+    asked = [(row, last_question(row.messages)) for row in rows]
+    asked = [(row, q) for row, q in asked if q.strip()]
+    write_jsonl(questions, [{"question": q} for _, q in asked])
+    write_jsonl(
+        exchanges,
+        [
+            {
+                "question": q,
+                "answer": row.answer,
+                "thumbs": thumbs.get(row.id),
+                "created_at": row.created_at.isoformat(),
+            }
+            for row, q in asked
+        ],
+    )
+    return len(asked)
 
 
 def _constraint(err: IntegrityError) -> str:
