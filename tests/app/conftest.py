@@ -60,15 +60,16 @@ def sessions(db_url) -> Iterator[sessionmaker[Session]]:
 
 
 @contextmanager
-def live_server(engine: Engine, store=None, **settings) -> Iterator[str]:
+def live_server(engine: Engine, store=None, auth=None, **settings) -> Iterator[str]:
     """Run the app (serve settings: max_new_tokens 16 and the response cache off unless given) on a free loopback
     port in a background thread, as `hangjia serve` runs it; yield its base URL. The cache is off so that a repeated
     greedy request really generates again (tests/app/test_cache.py turns it on). With an ExchangeStore, answers are
-    recorded and /v1/feedback stores judgements."""
+    recorded and /v1/feedback stores judgements; with an app.auth.Auth, the web app signs people in."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(engine, ServeConfig(port=port, **{"max_new_tokens": 16, "cache_size": 0, **settings}), store)
+    config = ServeConfig(port=port, **{"max_new_tokens": 16, "cache_size": 0, **settings})
+    app = create_app(engine, config, store, auth=auth)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

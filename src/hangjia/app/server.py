@@ -16,8 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from hangjia.app import embeddings, feedback_api, openai_api
+from hangjia.app import embeddings, feedback_api, openai_api, web
 from hangjia.app.admission import Admissions, QueueFull
+from hangjia.app.auth import Accounts, Auth, secret_key
 from hangjia.app.backends import backend_of, build_backends
 from hangjia.app.cache import ResponseCache
 from hangjia.app.deps import EngineDep, MetricsDep
@@ -31,8 +32,11 @@ from hangjia.llm.generation import Engine
 from hangjia.llm.weights import DOMAIN
 
 
-def create_app(engine: Engine, serve_config: ServeConfig, store: ExchangeStore | None = None) -> FastAPI:
-    """The app around `engine`; with a `store`, chat answers are recorded and /v1/feedback takes judgements."""
+def create_app(
+    engine: Engine, serve_config: ServeConfig, store: ExchangeStore | None = None, *, auth: Auth | None = None
+) -> FastAPI:
+    """The app around `engine`; with a `store`, chat answers are recorded and /v1/feedback takes judgements; with
+    `auth`, the web app's pages sign people in (app/web/)."""
     app = FastAPI(title="Hangjia", summary="OpenAI-compatible API for a domain-tuned model with RAG.")
     app.state.engine = engine
     app.state.serve_config = serve_config
@@ -47,6 +51,7 @@ def create_app(engine: Engine, serve_config: ServeConfig, store: ExchangeStore |
     app.include_router(openai_api.router)
     app.include_router(feedback_api.router)
     app.include_router(embeddings.router)
+    web.install(app, auth)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:
@@ -166,7 +171,8 @@ def serve(
         startup = [name for name in engine.model_names if name not in engine.versions]  # versions load on demand
         engine.backends.update(build_backends(startup, ws, engine.base_dir, serve_config))
         store = open_store(database, workspace) if serve_config.record else None
-        app = create_app(engine, serve_config, store)
+        auth = open_auth(database, ws.root, serve_config)
+        app = create_app(engine, serve_config, store, auth=auth)
         config = uvicorn.Config(app, host=host, port=port, log_level="info")
         # uvicorn prints no "running on" line when handed a socket, so say where we are ourselves.
         address = f"[{host}]" if ":" in host else host
@@ -186,6 +192,7 @@ def serve(
             uvicorn.Server(config).run(sockets=[sock])
         finally:
             engine.close()
+            auth.accounts.close()
             if store is not None:
                 store.close()
     finally:
@@ -201,3 +208,19 @@ def open_store(configured: str | None, workspace: Path) -> ExchangeStore:
     url = database_url(configured, workspace)
     upgrade(url)
     return ExchangeStore(url)
+
+
+def open_auth(configured: str | None, workspace: Path, serve_config: ServeConfig) -> Auth:
+    """Sign-in for the web app: the users on the workspace's database (tables brought up to date first), the session
+    secret ($HANGJIA_SECRET_KEY, else WS/secret_key) and the cookie settings."""
+    from hangjia.app.db.engine import database_url
+    from hangjia.app.db.schema import upgrade
+
+    url = database_url(configured, workspace)
+    upgrade(url)
+    return Auth(
+        Accounts.open(url),
+        secret_key(workspace),
+        serve_config.session_hours,
+        secure_cookies=serve_config.secure_cookies,
+    )

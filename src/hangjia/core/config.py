@@ -500,6 +500,12 @@ class ServeConfig(_Section):
     """Requests queued for a slot; one more gets 429 with Retry-After instead of waiting."""
     cache_size: int = Field(1024, ge=0)
     """Answers kept for repeated temperature-0 requests; 0 turns the cache off."""
+    session_hours: float = Field(12.0, gt=0, le=24 * 90)
+    """How long a web sign-in lasts; the signed session cookie expires then (sign-out ends it at once)."""
+    secure_cookies: bool = False
+    """Mark the session cookie Secure (sent over https only) on every response. Off, it is Secure when the request came
+    over https, which uvicorn sees directly or from a proxy on loopback through X-Forwarded-Proto; so `hangjia serve`
+    on plain http at 127.0.0.1 still signs people in. Turn it on behind a TLS proxy that sends no X-Forwarded-Proto."""
     languages: list[str] | None = None
     """Languages the served models write, as ISO 639-1 codes (en, zh, ...). A Chinese question to a model that does
     not write Chinese gets a note with its answer (`notes` in the API, a dim line in `hangjia chat`). Unset: English
