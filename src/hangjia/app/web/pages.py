@@ -1,5 +1,6 @@
-"""The web app's pages: sign-in and sign-out, the signed-in landing page (the chat replaces it), the review queue's
-door. Every POST here is checked for the session's CSRF token (the router's dependency)."""
+"""The web app's pages: sign-in and sign-out, the chat (templates/chat.html with static/chat.js, which talks to /v1
+like any client), the review queue's door. Every POST here is checked for the session's CSRF token (the router's
+dependency)."""
 
 from __future__ import annotations
 
@@ -77,8 +78,9 @@ def logout(auth: AuthDep) -> Response:
 
 
 @router.get("/")
-def home(request: Request, auth: AuthDep, user: UserDep) -> Response:
-    return render(request, auth, "home.html")
+def chat(request: Request, auth: AuthDep, user: UserDep) -> Response:
+    """The chat: streamed answers, the passages beside each, feedback under each (all in static/chat.js)."""
+    return render(request, auth, "chat.html")
 
 
 @router.get("/review")
