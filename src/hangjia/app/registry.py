@@ -324,6 +324,26 @@ def _move(
     return event
 
 
+def register_build(
+    registry: Registry, provenance: Provenance, gate_passed: bool | None, by: str | None = None
+) -> tuple[Registration, AliasEvent | None, str]:
+    """What `hangjia build` does with the model it made: register it and point `candidate` at it; point `production`
+    at it too when there is no production yet and the gate passed (`gate_passed` None: no gate rules configured).
+    Never moves an existing production: that stays a person's `hangjia registry promote`. Returns the registration,
+    the promotion (or None) and, in words, why."""
+    done = registry.register(provenance, alias=CANDIDATE, by=by)
+    number = done.version.version
+    production = registry.aliases(done.version.model).get(PRODUCTION)
+    if production is not None:
+        why = f"production stays at version {production.version}; `hangjia registry promote {number}` moves it"
+        return done, None, why
+    if gate_passed is False:
+        return done, None, "the gate failed, so there is still no production version"
+    reason = "no production yet and no gate configured" if gate_passed is None else "no production yet, gate passed"
+    event = registry.promote(number, model=done.version.model, alias=PRODUCTION, by=by, note=f"hangjia build: {reason}")
+    return done, event, reason
+
+
 def diff(old: ModelVersion, new: ModelVersion) -> dict[str, Any]:
     """What differs between two versions: weights, base, source files, dataset versions, config, code, training
     metrics and evaluation results."""
