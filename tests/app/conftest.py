@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ from hangjia.app.db.schema import upgrade
 from hangjia.app.server import create_app
 from hangjia.core.config import ServeConfig
 from hangjia.llm.generation import Completion, Engine
-from tests.app.db.conftest import PostgresCluster, start_cluster
+from tests.app.db.conftest import PostgresCluster, free_port, start_cluster
 
 QUESTION = [{"role": "user", "content": "How do I reset the DW4500 dishwasher?"}]
 _DATABASES = itertools.count()
@@ -151,3 +153,37 @@ def answering(monkeypatch, answer: str) -> None:
 
     monkeypatch.setattr(Engine, "generate_texts", generate_texts)
     monkeypatch.setattr(Engine, "stream_text", stream_text)
+
+
+class ServeProcess:
+    """A `hangjia serve` subprocess: its base URL, and (once it has stopped) everything it printed."""
+
+    def __init__(self, url: str, proc: subprocess.Popen):
+        self.url, self.proc, self.output = url, proc, ""
+
+
+@contextmanager
+def hangjia_serve(*args: str, env: dict[str, str] | None = None, ready_s: float = 120) -> Iterator[ServeProcess]:
+    """`python -m hangjia serve ARGS --port P` on a free port, yielded once /ready answers 200 (the test fails if it
+    exits or is not ready in `ready_s`); terminated afterwards, its output kept in `.output`."""
+    port = free_port()
+    command = [sys.executable, "-m", "hangjia", "serve", *args, "--port", str(port)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    served = ServeProcess(f"http://127.0.0.1:{port}", proc)
+    deadline = time.monotonic() + ready_s
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited: {proc.stdout.read()[-3000:]}")
+        try:
+            if httpx.get(f"{served.url}/ready", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("server did not become ready")
+    try:
+        yield served
+    finally:
+        proc.terminate()
+        served.output = proc.communicate(timeout=30)[0]

@@ -7,18 +7,13 @@ together (serve.parallel 3), so five concurrent streams run as a batch that othe
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 
-import httpx
 import pytest
 import yaml
 from openai import OpenAI
 
-from tests.app.conftest import sample, wait_for
+from tests.app.conftest import hangjia_serve, sample, wait_for
 
 QUESTIONS = [
     "How do I reset the DW4500 dishwasher?",
@@ -41,35 +36,10 @@ def server(tiny_smollm_dir, tmp_path_factory):
     serve = {"backend": "llama.cpp", "gguf": "f16", "parallel": 3, "context": 512, "max_new_tokens": 16}
     serve["cache_size"] = 0  # repeated greedy requests decode again, in the batch, rather than come from the cache
     config.write_text(yaml.safe_dump({"train": {"base_model": str(tiny_smollm_dir)}, "serve": serve}))
-    port = _free_port()
     env = {**os.environ, "HANGJIA_CACHE": str(root / "cache")}
-    command = [sys.executable, "-m", "hangjia", "serve", "-w", str(root / "ws"), "--config", str(config)]
-    proc = subprocess.Popen(
-        [*command, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {proc.stdout.read()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("server did not become ready")
-    yield url
-    proc.terminate()
-    output = proc.communicate(timeout=30)[0]
-    assert "base (llama.cpp)" in output  # the startup line says which backend serves each name
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    with hangjia_serve("-w", str(root / "ws"), "--config", str(config), env=env) as served:
+        yield served.url
+    assert "base (llama.cpp)" in served.output  # the startup line says which backend serves each name
 
 
 def _client(url: str) -> OpenAI:

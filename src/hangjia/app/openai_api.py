@@ -30,6 +30,7 @@ from hangjia.app.deps import AdmissionDep, CacheDep, EngineDep, MetricsDep, Serv
 from hangjia.app.embeddings import EMBEDDING_MODEL
 from hangjia.app.exchanges import ExchangeStore
 from hangjia.app.metrics import Metrics, RequestRecord
+from hangjia.app.registry import PRODUCTION
 from hangjia.app.schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -124,18 +125,35 @@ def _weights(engine: Engine, name: str) -> ModelWeights:
 
 
 @router.get("/models")
-async def list_models(engine: EngineDep) -> ModelList:
+async def list_models(engine: EngineDep, versions: VersionsDep) -> ModelList:
     """The served models: what each is (base model, LoRA adapter, full model, GGUF model), its folder or file, its
-    parent, and for a named version whether it is loaded now."""
-    models = []
-    for name in engine.model_names:
-        w = _weights(engine, name)
-        parent = BASE if w.is_adapter else None
-        loaded = engine.is_loaded(name) if name in engine.versions else None
-        info = {"kind": w.kind, "root": str(w.folder), "parent": parent, "loaded": loaded}
-        models.append(Model(id=name, created=_created(w.folder), **info))
-    models.append(Model(id=EMBEDDING_MODEL, created=_created(None), kind="embedding model"))
-    return ModelList(data=models)
+    parent, and for a named version whether it is loaded now. With the model registry: each version `domain@N`, each
+    alias `domain@ALIAS` with the `version` it points at now, and `domain` with its `version` once `production` is
+    set."""
+    await run_in_threadpool(versions.refresh)
+    models = {name: _listed(engine, name) for name in engine.model_names}
+    for alias, target in versions.aliases.items():
+        if target in models:
+            models[alias] = models[target].model_copy(update={"id": alias, "version": target})
+    if (production := models.get(f"{DOMAIN}@{PRODUCTION}")) is not None:
+        models[DOMAIN] = production.model_copy(update={"id": DOMAIN})
+    listed = [*models.values(), Model(id=EMBEDDING_MODEL, created=_created(None), kind="embedding model")]
+    return ModelList(data=listed)
+
+
+def _listed(engine: Engine, name: str) -> Model:
+    w = _weights(engine, name)
+    parent = BASE if w.is_adapter else None
+    loaded = engine.is_loaded(name) if name in engine.versions else None
+    return Model(id=name, created=_created(w.folder), kind=w.kind, root=str(w.folder), parent=parent, loaded=loaded)
+
+
+async def _resolved(body: ChatCompletionRequest | CompletionRequest, versions: Versions):
+    """The request with its model resolved to the concrete version that answers it (app/versions.py): `domain` →
+    `domain@3` once the registry's production alias is set, `domain@candidate` → its version. Responses, metrics, the
+    cache and the stored exchange all name that version."""
+    model = await run_in_threadpool(versions.resolve, body.model)
+    return body if model == body.model else body.model_copy(update={"model": model})
 
 
 class _Slot:
@@ -316,6 +334,7 @@ async def chat_completions(
 ) -> ChatCompletion | StreamingResponse:
     arrived, asked = time.perf_counter(), body.model
     body = body.model_copy(update={"model": ab.route(serve_config.ab, body.model, body.user)})  # an A/B test's side
+    body = await _resolved(body, versions)
     engine.check_model(body.model)
     _check_stream(body)
     rag = body.rag if body.rag is not None else engine.default_rag(body.model)
@@ -409,6 +428,7 @@ async def completions(
     cache: CacheDep,
 ) -> TextCompletion | StreamingResponse:
     """Raw text continued as is: no chat template, no system prompt, no retrieval, no trimming."""
+    body = await _resolved(body, versions)
     engine.check_model(body.model)
     prompts = body.prompts
     _check_stream(body, len(prompts))

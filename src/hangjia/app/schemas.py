@@ -321,6 +321,9 @@ class Model(BaseModel):
     loaded: bool | None = Field(None, exclude_if=_is_none)
     """Hangjia extension, for a named version (serve.versions): whether it is in memory now (else it loads on the next
     request for it)."""
+    version: str | None = Field(None, exclude_if=_is_none)
+    """Hangjia extension, for a registry alias (`domain@production`, `domain@candidate`) and for `domain` once the
+    production alias is set: the version it answers with now (`domain@3`), as the responses' `model` says."""
 
 
 class ModelList(BaseModel):

@@ -21,9 +21,11 @@ from hangjia.app.admission import Admissions, QueueFull
 from hangjia.app.auth import Accounts, Auth, secret_key
 from hangjia.app.backends import backend_of, build_backends
 from hangjia.app.cache import ResponseCache
+from hangjia.app.db.engine import database_url
 from hangjia.app.deps import EngineDep, MetricsDep
 from hangjia.app.exchanges import ExchangeStore
 from hangjia.app.metrics import CONTENT_TYPE, Metrics
+from hangjia.app.registry import Registry
 from hangjia.app.schemas import ErrorDetail, ErrorResponse
 from hangjia.app.versions import Versions
 from hangjia.core.config import ServeConfig
@@ -33,15 +35,21 @@ from hangjia.llm.weights import DOMAIN
 
 
 def create_app(
-    engine: Engine, serve_config: ServeConfig, store: ExchangeStore | None = None, *, auth: Auth | None = None
+    engine: Engine,
+    serve_config: ServeConfig,
+    store: ExchangeStore | None = None,
+    registry: Registry | None = None,
+    *,
+    auth: Auth | None = None,
 ) -> FastAPI:
-    """The app around `engine`; with a `store`, chat answers are recorded and /v1/feedback takes judgements; with
+    """The app around `engine`; with a `store`, chat answers are recorded and /v1/feedback takes judgements; with a
+    `registry`, its versions and aliases are served (`domain` = the production alias, `domain@N`, `domain@ALIAS`); with
     `auth`, the web app's pages sign people in (app/web/)."""
     app = FastAPI(title="Hangjia", summary="OpenAI-compatible API for a domain-tuned model with RAG.")
     app.state.engine = engine
     app.state.serve_config = serve_config
     app.state.metrics = Metrics()
-    app.state.versions = Versions(engine, serve_config, app.state.metrics)
+    app.state.versions = Versions(engine, serve_config, app.state.metrics, registry)
     app.state.admissions = Admissions.for_engine(
         engine, serve_config.max_running, serve_config.max_waiting, app.state.versions.parallel
     )
@@ -171,8 +179,9 @@ def serve(
         startup = [name for name in engine.model_names if name not in engine.versions]  # versions load on demand
         engine.backends.update(build_backends(startup, ws, engine.base_dir, serve_config))
         store = open_store(database, workspace) if serve_config.record else None
+        registry = Registry(database_url(database, ws.root), ws.root, create=False)  # read only, once a second
         auth = open_auth(database, ws.root, serve_config)
-        app = create_app(engine, serve_config, store, auth=auth)
+        app = create_app(engine, serve_config, store, registry, auth=auth)
         config = uvicorn.Config(app, host=host, port=port, log_level="info")
         # uvicorn prints no "running on" line when handed a socket, so say where we are ourselves.
         address = f"[{host}]" if ":" in host else host
@@ -181,6 +190,8 @@ def serve(
         kinds |= {name: f"{kind}, on first request" for name, kind in app.state.versions.kinds.items()}
         served = ", ".join(f"{name} ({kind})" for name, kind in kinds.items())
         log.info("Serving %s at http://%s:%d/v1 (Press CTRL+C to quit)", served, address, port)
+        for alias, version in app.state.versions.aliases.items():
+            log.info("%s is %s (the registry's alias; read again at most once a second)", alias, version)
         for warning in startup_warnings(engine, workspace):
             log.warning(warning)
         if serve_config.backends.get(DOMAIN, serve_config.backend) == "auto" and kinds.get(DOMAIN) == "transformers":
@@ -192,6 +203,7 @@ def serve(
             uvicorn.Server(config).run(sockets=[sock])
         finally:
             engine.close()
+            registry.close()
             auth.accounts.close()
             if store is not None:
                 store.close()
@@ -202,7 +214,6 @@ def serve(
 def open_store(configured: str | None, workspace: Path) -> ExchangeStore:
     """The exchange and feedback store on the workspace's database (database.url, $HANGJIA_DATABASE_URL, else
     WS/hangjia.db), its tables brought up to date first."""
-    from hangjia.app.db.engine import database_url
     from hangjia.app.db.schema import upgrade
 
     url = database_url(configured, workspace)

@@ -150,6 +150,12 @@ class Engine:
         path = self.versions[name]
         return is_adapter(path) and self._domain_kind is not None and adapter_type(path) == self._domain_kind
 
+    def add_version(self, name: str, path: Path) -> None:
+        """Serve one more named version (a registry version found while serving), loaded on its first use."""
+        if name in (BASE, DOMAIN):
+            raise HangjiaError(f"A model version may not be called {name}; rename it.")
+        self.versions[name] = checked_version(name, path)
+
     def is_loaded(self, name: str) -> bool:
         return name not in self.versions or name in self._loaded or name in self.backends
 
@@ -234,7 +240,8 @@ class Engine:
             )
 
     def default_rag(self, name: str) -> bool:
-        return name == DOMAIN and self.index is not None
+        """Retrieval is on by default for the domain model and its registered versions (`domain@3`)."""
+        return (name == DOMAIN or name.startswith(f"{DOMAIN}@")) and self.index is not None
 
     def prepare(self, messages: list[dict[str, str]], rag: bool) -> tuple[list[dict[str, str]], list[dict]]:
         """Add the system prompt and, when `rag`, retrieved passages to the last user turn."""
