@@ -97,6 +97,8 @@ def test_promote_and_rollback_switch_a_live_server_without_a_failed_request(serv
     answers = {name: _ask(client, name, stream=False) for name in ("domain", "domain@1", "domain@2")}
     assert {name: model for name, (model, _) in answers.items()} == {n: n for n in answers}  # no production yet
     expected = {model: text for model, text in answers.values()}
+    with pytest.raises(openai.NotFoundError, match="no alias 'candidate'"):
+        _ask(client, "domain@candidate", stream=False)
     assert len(set(expected.values())) == 3, expected  # three different weights, three different answers
 
     results: list[dict] = []

@@ -120,6 +120,14 @@ class Versions:
             return self.aliases.get(f"{DOMAIN}@{PRODUCTION}", DOMAIN)
         if name in self.refused:
             raise HangjiaError(self.refused[name], status_code=409)
+        tail = name.partition("@")[2]
+        if not tail.isdigit() and name not in self.aliases:
+            known = ", ".join(sorted(self.aliases)) or "none yet"
+            raise HangjiaError(
+                f"Model '{name}': the registry has no alias '{tail}' (aliases: {known}); `hangjia registry promote N "
+                f"--alias {tail}` sets it.",
+                status_code=404,
+            )
         return self.aliases.get(name, name)
 
     def refresh(self, force: bool = False) -> None:
