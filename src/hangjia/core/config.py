@@ -436,10 +436,6 @@ ServeBackend = Literal["auto", "transformers", "llama.cpp", "openai-upstream"]
 GgufType = Literal["f16", "q8_0", "q4_0", "q4_k_m"]
 
 
-ServeBackend = Literal["auto", "transformers", "llama.cpp", "openai-upstream"]
-GgufType = Literal["f16", "q8_0", "q4_0", "q4_k_m"]
-
-
 class ABConfig(_Section):
     model: str = "domain"
     """The name whose requests are split."""
