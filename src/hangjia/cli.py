@@ -1211,6 +1211,14 @@ def ab_report(
     config: ConfigOpt = None,
     alpha: Annotated[float, typer.Option(help="Significance level of the tests.")] = 0.05,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+    act: Annotated[
+        bool,
+        typer.Option(
+            "--act",
+            help="On a significant result between registry versions: promote a better candidate to production, or "
+            "stop a worse one (its alias back to production's version).",
+        ),
+    ] = False,
 ) -> None:
     """Per version that answered serve.ab.model: thumbs-up rate, mean rating, wins in two-draft comparisons,
     abstentions and latency with 95% intervals, and whether the candidate differs significantly from the model."""
@@ -1267,6 +1275,13 @@ def ab_report(
     out.print(f"[bold]{escape(ab.candidate)} is {verdict}[/bold] (alpha {alpha})")
     if json_out is not None:
         json_out.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    if act:
+        from hangjia.app.ab import act as act_on
+        from hangjia.app.registry import Registry, default_user
+
+        with Registry(url, Path(workspace)) as registry:
+            done = act_on(result, registry, default_user())
+        out.print(escape(done or "--act: nothing to do (no significant result between two registry versions)"))
 
 
 review_app = typer.Typer(

@@ -165,3 +165,68 @@ def test_concurrent_writers_new_users_included_lose_nothing(store):
     assert len(set(ids)) == 80
     with store.sessions() as session:
         assert set(session.scalars(select(Exchange.id))) >= set(ids)
+
+
+def _registry_ab(store, db_url, tmp_path, liked: dict[int, float]):
+    """Versions 1 (production) and 2 (candidate) in the registry, 60 answers each recorded as the server records an
+    A/B test's (asked `domain`, answered `domain@N`), thumbs up with the given chance per version; the config file."""
+    from hangjia.app.db.models import ModelVersion, RegisteredModel
+    from hangjia.app.registry import Registry
+
+    with store.sessions.begin() as s:
+        s.add(RegisteredModel(name="domain"))
+        s.flush()
+        for n in (1, 2):
+            s.add(
+                ModelVersion(
+                    model="domain",
+                    version=n,
+                    kind="lora",
+                    digest=f"{n:064}",
+                    weights=str(tmp_path / str(n)),
+                    base_model="tiny",
+                    base_digest="0" * 64,
+                    lineage={},
+                    lineage_digest="0" * 64,
+                    created_by="test",
+                )
+            )
+    registry = Registry(db_url, tmp_path)
+    registry.promote(1, by="test")
+    registry.promote(2, alias="candidate", by="test")
+    rng = random.Random(1)
+    for n, chance in liked.items():
+        for i in range(60):
+            ask = [{"role": "user", "content": QUESTIONS[i % 3]}]
+            exchange = store.record(
+                model="domain", version=f"domain@{n}", messages=ask, passages=[], answer="a", latency_ms=9, user=f"u{i}"
+            )
+            store.feedback({"exchange_id": exchange, "kind": "thumbs", "thumbs": rng.random() < chance}, f"u{i}")
+    config = {"serve": {"ab": {"model": "domain", "candidate": "domain@candidate", "share": 0.5}}}
+    (tmp_path / "hangjia.yaml").write_text(json.dumps({**config, "database": {"url": db_url}}))
+    return registry
+
+
+def test_a_better_registry_candidate_is_promoted_and_a_worse_one_stopped(store, db_url, tmp_path):
+    registry = _registry_ab(store, db_url, tmp_path, {1: 0.3, 2: 0.85})
+    args = ["ab", "report", "-w", str(tmp_path), "--config", str(tmp_path / "hangjia.yaml"), "--act"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "domain@2 to production" in " ".join(result.output.split())
+    assert registry.aliases()["production"].version == 2
+    # Now production and candidate are the same version: nothing more to decide.
+    again = CliRunner().invoke(cli, args)
+    assert "nothing to do" in again.output and registry.aliases()["production"].version == 2
+    registry.close()
+
+
+def test_a_worse_registry_candidate_is_stopped(store, db_url, tmp_path):
+    registry = _registry_ab(store, db_url, tmp_path, {1: 0.85, 2: 0.3})
+    args = ["ab", "report", "-w", str(tmp_path), "--config", str(tmp_path / "hangjia.yaml"), "--act"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "stopped the test" in result.output
+    aliases = registry.aliases()
+    assert (aliases["production"].version, aliases["candidate"].version) == (1, 1)
+    assert [e.action for e in registry.history(alias="candidate")][-1] == "promote"
+    registry.close()

@@ -15,6 +15,7 @@ head-to-head wins by an exact binomial test. A difference is significant at p < 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,11 +95,32 @@ def collect(session: Session, model: str) -> dict[str, Arm]:
     return arms
 
 
+def registry_names(session: Session) -> Callable[[str], str]:
+    """What a served name answers with now, as the server resolves it (app/versions.py): `domain` → the production
+    alias's `domain@N` (itself while there is none), `domain@ALIAS` → its `domain@N`, anything else itself. Exchanges
+    record that concrete version, so this is how an A/B test's two names find their answers."""
+    from sqlalchemy import inspect
+
+    from hangjia.app.db.models import ModelAlias
+
+    if not inspect(session.get_bind()).has_table("model_aliases"):
+        return lambda name: name
+    aliases = {f"{a.model}@{a.alias}": f"{a.model}@{a.version}" for a in session.scalars(select(ModelAlias))}
+
+    def resolve(name: str) -> str:
+        return aliases.get(f"{name}@production", name) if "@" not in name else aliases.get(name, name)
+
+    return resolve
+
+
 def report(session: Session, config: ABConfig, alpha: float = 0.05) -> dict[str, Any]:
-    """The A/B report of `config.model` against `config.candidate`, with a verdict."""
+    """The A/B report of `config.model` against `config.candidate` (each as the version it resolves to now), with a
+    verdict."""
     arms = collect(session, config.model)
-    control = arms.get(config.model, Arm(config.model))
-    candidate = arms.get(config.candidate, Arm(config.candidate))
+    resolve = registry_names(session)
+    model_version, candidate_version = resolve(config.model), resolve(config.candidate)
+    control = arms.get(model_version, Arm(model_version))
+    candidate = arms.get(candidate_version, Arm(candidate_version))
     tests = {
         "thumbs_up": two_proportions(
             sum(candidate.thumbs), len(candidate.thumbs), sum(control.thumbs), len(control.thumbs)
@@ -127,10 +149,11 @@ def report(session: Session, config: ABConfig, alpha: float = 0.05) -> dict[str,
     return {
         "model": config.model,
         "candidate": config.candidate,
+        "versions": {"model": model_version, "candidate": candidate_version},
         "share": config.share,
         "alpha": alpha,
         "arms": [control.summary(), candidate.summary()],
-        "others": [a.summary() for v, a in arms.items() if v not in (config.model, config.candidate)],
+        "others": [a.summary() for v, a in arms.items() if v not in (model_version, candidate_version)],
         "p_values": tests,
         "significant": {"better": better, "worse": worse},
         "verdict": verdict,
@@ -155,3 +178,21 @@ def _direction(name: str, candidate: Arm, control: Arm) -> int:
     else:
         raise ValueError(name)
     return 1 if a > b else -1
+
+
+def act(report: dict[str, Any], registry, by: str) -> str | None:
+    """What a significant result does when the two sides are registry versions (`domain@N`): the candidate's
+    version becomes production when it is better; when it is worse, the candidate alias is pointed at production's
+    version, which ends its share of the traffic (the history keeps both moves, and a rollback undoes either). What
+    was done, in words, or None when nothing was (no significant difference, mixed, or not registry versions)."""
+    model, candidate = report["versions"]["model"], report["versions"]["candidate"]
+    versions = [name.partition("@")[2] for name in (model, candidate)]
+    if report["verdict"] not in ("better", "worse") or not all(v.isdigit() for v in versions):
+        return None
+    ours, theirs = int(versions[0]), int(versions[1])
+    alias = report["candidate"].partition("@")[2]
+    if report["verdict"] == "better":
+        registry.promote(theirs, by=by, note=f"A/B: significantly better than version {ours}")
+        return f"promoted {candidate} to production (was version {ours})"
+    registry.promote(ours, alias=alias, by=by, note=f"A/B stopped: version {theirs} significantly worse")
+    return f"stopped the test: {report['candidate']} now points at production's version {ours} (was {theirs})"
