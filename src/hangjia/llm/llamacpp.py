@@ -24,16 +24,15 @@ import codecs
 import ctypes
 import os
 import queue
-import struct
 import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from hangjia.core.errors import HangjiaError
 from hangjia.llm.backend import Completion, Control, GenerationParams
+from hangjia.llm.gguf_header import read_gguf_header
 
 _DONE = object()  # end of a sequence's token stream
 
@@ -66,7 +65,7 @@ class _Sequence:
 def resident_bytes(gguf: Path, parallel: int, context: int) -> int:
     """Memory a LlamaCppBackend over `gguf` holds, from the file's metadata: its weights (the file, mapped whole) and
     the f16 KV cache of `parallel` × `context` token cells (a key and a value vector per layer and KV head)."""
-    meta = gguf_metadata(gguf)
+    meta = read_gguf_header(gguf).metadata
     arch = meta["general.architecture"]
     meta = {key.removeprefix(f"{arch}."): value for key, value in meta.items()}
     heads = meta["attention.head_count"]
@@ -75,43 +74,6 @@ def resident_bytes(gguf: Path, parallel: int, context: int) -> int:
     head_dim = meta["embedding_length"] // (max(heads) if isinstance(heads, list) else heads)
     key, value = meta.get("attention.key_length", head_dim), meta.get("attention.value_length", head_dim)
     return Path(gguf).stat().st_size + parallel * context * kv_heads * (key + value) * 2
-
-
-# GGUF's scalar value types → struct formats; 8 is a string, 9 an array (gguf-py's GGUFValueType).
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-
-
-def gguf_metadata(gguf: Path) -> dict[str, Any]:
-    """A GGUF file's header but its tokenizer: the tokenizer's arrays (a 49k-token vocabulary, say) are skipped
-    unread, where gguf-py's GGUFReader takes seconds to parse them."""
-    with open(gguf, "rb") as f:
-
-        def read(fmt: str) -> Any:
-            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
-
-        def value(kind: int, keep: bool) -> Any:
-            if kind == 8:
-                size = read("<Q")
-                return f.read(size).decode("utf-8") if keep else f.seek(size, 1)
-            if kind == 9:
-                inner, count = read("<I"), read("<Q")
-                if inner in _SCALARS and not keep:
-                    return f.seek(count * struct.calcsize(_SCALARS[inner]), 1)
-                return [value(inner, keep) for _ in range(count)]
-            return read(_SCALARS[kind])
-
-        if f.read(4) != b"GGUF":
-            raise HangjiaError(f"{gguf} is not a GGUF file.")
-        read("<I")  # version
-        read("<Q")  # tensors
-        found = {}
-        for _ in range(read("<Q")):
-            key = value(8, keep=True)
-            keep = not key.startswith("tokenizer.")
-            kept = value(read("<I"), keep)
-            if keep:
-                found[key] = kept
-        return found
 
 
 class LlamaCppBackend:

@@ -19,7 +19,6 @@ import json
 import math
 import shutil
 import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from hangjia.core.config import GgufType
 from hangjia.core.errors import HangjiaError
+from hangjia.llm.gguf_header import read_gguf_header
 from hangjia.llm.models import load_causal_lm, load_tokenizer, resolve_base
 
 if TYPE_CHECKING:
@@ -130,54 +130,8 @@ def quantize_gguf(f16_path: Path, out_path: Path, gguf_type: str, threads: int =
 
 
 def gguf_tensor_types(path: Path) -> dict[str, int]:
-    """How many tensors of each type (F32, F16, Q8_0, Q4_K, ...) the GGUF file `path` holds, most common first.
-
-    Walks the header only: `gguf.GGUFReader` also turns every vocabulary string into numpy views, seconds
-    for SmolLM2's 49,152 tokens and 48,900 merges."""
-    import mmap
-    import struct
-
-    import gguf
-
-    string, array = gguf.GGUFValueType.STRING, gguf.GGUFValueType.ARRAY
-    fixed = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUFValueType → bytes
-    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        pos = 0
-
-        def read(fmt: str) -> int:
-            nonlocal pos
-            (value,) = struct.unpack_from(fmt, data, pos)
-            pos += struct.calcsize(fmt)
-            return value
-
-        def skip(value_type: int, count: int = 1) -> None:
-            nonlocal pos
-            if value_type == string:
-                for _ in range(count):
-                    length = read("<Q")  # read() moves pos: add after it
-                    pos += length
-            elif value_type == array:
-                for _ in range(count):
-                    item_type = read("<I")
-                    skip(item_type, read("<Q"))
-            else:
-                pos += fixed[value_type] * count
-
-        if data[:4] != b"GGUF" or struct.unpack_from("<I", data, 4)[0] not in (2, 3):
-            raise HangjiaError(f"{path} is not a little-endian GGUF file of version 2 or 3.")
-        pos = 8
-        n_tensors, n_kv = read("<Q"), read("<Q")
-        for _ in range(n_kv):
-            skip(string)
-            skip(read("<I"))
-        counts: Counter[str] = Counter()
-        for _ in range(n_tensors):
-            skip(string)
-            n_dims = read("<I")
-            pos += 8 * n_dims
-            counts[gguf.GGMLQuantizationType(read("<I")).name] += 1
-            pos += 8  # the offset
-    return dict(counts.most_common())
+    """How many tensors of each type (F32, F16, Q8_0, Q4_K, ...) the GGUF file `path` holds, most common first."""
+    return read_gguf_header(path).tensor_types
 
 
 def to_gguf(hf_dir: Path, out_path: Path, outtype: str = "f16", name: str | None = None) -> Path:
