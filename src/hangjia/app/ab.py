@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from hangjia.app.db.models import Exchange, Feedback
 from hangjia.core.config import ABConfig
-from hangjia.eval.abtest import Interval, mean_interval, two_proportions, welch, wilson, wins
+from hangjia.eval.abtest import mean_interval, two_proportions, welch, wilson, wins
 from hangjia.eval.scoring import abstains
 
 
@@ -160,23 +160,18 @@ def report(session: Session, config: ABConfig, alpha: float = 0.05) -> dict[str,
     }
 
 
-def _rate(values: Interval) -> float:
-    return values.value or 0.0
+def _mean(xs: list) -> float:
+    return sum(xs) / len(xs)
 
 
 def _direction(name: str, candidate: Arm, control: Arm) -> int:
-    """+1 when the candidate's side of test `name` is the better one."""
+    """+1 when the candidate's side of test `name` is the better one (a test only runs with both sides non-empty)."""
     if name == "thumbs_up":
-        a, b = (
-            _rate(wilson(sum(candidate.thumbs), len(candidate.thumbs))),
-            _rate(wilson(sum(control.thumbs), len(control.thumbs))),
-        )
+        a, b = _mean(candidate.thumbs), _mean(control.thumbs)
     elif name == "rating":
-        a, b = sum(candidate.ratings) / len(candidate.ratings), sum(control.ratings) / len(control.ratings)
-    elif name == "wins":
+        a, b = _mean(candidate.ratings), _mean(control.ratings)
+    else:  # wins: the candidate's against its losses
         a, b = candidate.wins, candidate.duels - candidate.wins
-    else:
-        raise ValueError(name)
     return 1 if a > b else -1
 
 
