@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from hangjia.app.auth import Auth, SignInRequired
-from hangjia.app.web import pages
+from hangjia.app.web import admin_pages, pages, review_pages
 
 STATIC = Path(__file__).parent / "static"
 
@@ -19,8 +19,11 @@ def install(app: FastAPI, auth: Auth | None) -> None:
     """Add the pages and /static to `app`; without `auth` (no user database) the pages answer 503."""
     app.state.auth = auth
     app.include_router(pages.router)
+    app.include_router(review_pages.router)
+    app.include_router(admin_pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(SignInRequired, _sign_in)
+    app.add_exception_handler(review_pages.PageForbidden, review_pages.forbidden)
 
 
 async def _sign_in(request: Request, exc: SignInRequired) -> Response:

@@ -1,6 +1,6 @@
 """The web app's pages: sign-in and sign-out, the chat (templates/chat.html with static/chat.js, which talks to /v1
-like any client), the review queue's door. Every POST here is checked for the session's CSRF token (the router's
-dependency)."""
+like any client); the review queue and the dashboard are in review_pages.py and admin_pages.py. Every POST here is
+checked for the session's CSRF token (the router's dependency)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from hangjia.app.auth import CSRF_FIELD, AuthDep, UserDep, check_csrf, require_role
-from hangjia.app.db.models import User
-from hangjia.app.review import queue
+from hangjia.app.auth import CSRF_FIELD, AuthDep, UserDep, check_csrf
 from hangjia.app.web.i18n import LABELS, language
 
 router = APIRouter(tags=["web"], include_in_schema=False, dependencies=[Depends(check_csrf)])
@@ -81,11 +79,3 @@ def logout(auth: AuthDep) -> Response:
 def chat(request: Request, auth: AuthDep, user: UserDep) -> Response:
     """The chat: streamed answers, the passages beside each, feedback under each (all in static/chat.js)."""
     return render(request, auth, "chat.html")
-
-
-@router.get("/review")
-def review(request: Request, auth: AuthDep, user: Annotated[User, Depends(require_role("reviewer"))]) -> Response:
-    """The review queue (reviewers and admins); for now how many judgements wait for a decision (app/review.py)."""
-    with auth.accounts.sessions() as session:
-        waiting = len(queue(session))
-    return render(request, auth, "review.html", waiting=waiting)
