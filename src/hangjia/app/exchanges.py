@@ -79,9 +79,11 @@ class ExchangeStore:
         answer: str,
         latency_ms: int,
         user: str | None,
+        conversation_id: int | None = None,
     ) -> int:
-        """Store one answered question; its id."""
+        """Store one answered question (of a web chat's conversation, or of none); its id."""
         row = Exchange(
+            conversation_id=conversation_id,
             user_id=self.user_id(user),
             model=model,
             model_version=version,

@@ -17,9 +17,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
@@ -312,6 +312,27 @@ def _event_stream(events: AsyncIterator[str]) -> StreamingResponse:
     return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
+class Services:
+    """What answering a request uses, as one dependency: the /v1 routes and the web app's chat (app/web/) take it,
+    and `answer_chat` answers with it."""
+
+    def __init__(
+        self,
+        engine: EngineDep,
+        serve_config: ServeConfigDep,
+        metrics: MetricsDep,
+        admission: AdmissionDep,
+        versions: VersionsDep,
+        cache: CacheDep,
+        store: StoreDep,
+    ):
+        self.engine, self.serve_config, self.metrics, self.admission = engine, serve_config, metrics, admission
+        self.versions, self.cache, self.store = versions, cache, store
+
+
+ServicesDep = Annotated[Services, Depends()]
+
+
 # The routes return a model or a StreamingResponse, so FastAPI cannot infer the schema: name it for /openapi.json.
 _STREAMED = "; with `stream`, Server-Sent Events of its chunks (`data: {...}`), ending in `data: [DONE]`."
 
@@ -322,18 +343,26 @@ _STREAMED = "; with `stream`, Server-Sent Events of its chunks (`data: {...}`), 
     responses={200: {"model": ChatCompletion, "description": "The chat completion" + _STREAMED}},
 )
 async def chat_completions(
+    body: ChatCompletionRequest, request: Request, services: ServicesDep
+) -> ChatCompletion | StreamingResponse:
+    return await answer_chat(body, request, services)
+
+
+async def answer_chat(
     body: ChatCompletionRequest,
     request: Request,
-    engine: EngineDep,
-    serve_config: ServeConfigDep,
-    metrics: MetricsDep,
-    admission: AdmissionDep,
-    versions: VersionsDep,
-    cache: CacheDep,
-    store: StoreDep,
+    services: Services,
+    *,
+    conversation_id: int | None = None,
+    split: bool = True,
 ) -> ChatCompletion | StreamingResponse:
+    """Answer one chat request, plain or streamed, and record it as an exchange (of `conversation_id`, a web chat's);
+    `split` False keeps the request on the name it asks for even where an A/B test would send its user elsewhere."""
+    engine, serve_config, metrics = services.engine, services.serve_config, services.metrics
+    admission, versions, cache, store = services.admission, services.versions, services.cache, services.store
     arrived, asked = time.perf_counter(), body.model
-    body = body.model_copy(update={"model": ab.route(serve_config.ab, body.model, body.user)})  # an A/B test's side
+    if split:
+        body = body.model_copy(update={"model": ab.route(serve_config.ab, body.model, body.user)})  # an A/B side
     body = await _resolved(body, versions)
     engine.check_model(body.model)
     _check_stream(body)
@@ -344,7 +373,7 @@ async def chat_completions(
     request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     guarded = rag and (engine.guard_default if body.guard is None else body.guard)
     key = await _cache_key(cache, engine, body, params, "chat", rag, messages=messages, guard=guarded)
-    record = _recorder(store, asked, body, messages, arrived)
+    record = _recorder(store, asked, body, messages, arrived, conversation_id)
     if key is not None and (hit := cache.get(key, body.model)) is not None:
         metrics.cached(body.model)
         if not body.stream:
@@ -418,16 +447,11 @@ async def chat_completions(
     responses={200: {"model": TextCompletion, "description": "The text completion" + _STREAMED}},
 )
 async def completions(
-    body: CompletionRequest,
-    request: Request,
-    engine: EngineDep,
-    serve_config: ServeConfigDep,
-    metrics: MetricsDep,
-    admission: AdmissionDep,
-    versions: VersionsDep,
-    cache: CacheDep,
+    body: CompletionRequest, request: Request, services: ServicesDep
 ) -> TextCompletion | StreamingResponse:
     """Raw text continued as is: no chat template, no system prompt, no retrieval, no trimming."""
+    engine, serve_config, metrics = services.engine, services.serve_config, services.metrics
+    admission, versions, cache = services.admission, services.versions, services.cache
     body = await _resolved(body, versions)
     engine.check_model(body.model)
     prompts = body.prompts
@@ -488,7 +512,12 @@ def _answers(
 
 
 def _recorder(
-    store: ExchangeStore | None, asked: str, body: ChatCompletionRequest, messages: list[dict[str, str]], arrived: float
+    store: ExchangeStore | None,
+    asked: str,
+    body: ChatCompletionRequest,
+    messages: list[dict[str, str]],
+    arrived: float,
+    conversation_id: int | None = None,
 ) -> Callable[[Entry], int | None]:
     """Stores a chat answer as an exchange (run it in the threadpool); its id, or None when nothing is recorded. The
     first choice is stored as the user saw it (the guard's reply when it blocked the answer)."""
@@ -507,6 +536,7 @@ def _recorder(
                 answer=shown,
                 latency_ms=round((time.perf_counter() - arrived) * 1000),
                 user=body.user,
+                conversation_id=conversation_id,
             )
         except Exception:  # the answer is made and is sent; a database that failed costs only its record
             log.exception("Could not record the exchange; the answer goes out without an exchange_id.")
