@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from hangjia.app.db.engine import make_engine, make_sessions
 from hangjia.app.db.schema import upgrade
 from hangjia.app.server import create_app
 from hangjia.core.config import ServeConfig
-from hangjia.llm.generation import Completion, Engine
+from hangjia.llm.generation import Completion, Engine, GenerationParams
 from tests.app.db.conftest import PostgresCluster, free_port, start_cluster
 
 QUESTION = [{"role": "user", "content": "How do I reset the DW4500 dishwasher?"}]
@@ -135,14 +135,16 @@ def make_index(out: Path):
     return BM25Index.load(out)
 
 
-def answering(monkeypatch, answer: str) -> None:
-    """Make every generation answer `answer` (in two streamed pieces): the tiny model never writes [n] itself."""
+def answering(monkeypatch, answer: str | Callable[[str, GenerationParams], str]) -> None:
+    """Make every generation answer `answer`, or what `answer(model name, params)` says (in two streamed pieces): the
+    tiny model never writes [n] itself."""
+    answer_for = answer if callable(answer) else lambda name, params: answer
 
     def generate_texts(self, texts, name, params, control=None, *, trim=False):
-        return [Completion(answer, 10, 5, "stop") for _ in texts]
+        return [Completion(answer_for(name, params), 10, 5, "stop") for _ in texts]
 
     def stream_text(self, text, name, params, control=None, *, trim=False):
-        summary = Completion("", 10, 5, "stop")
+        summary, answer = Completion("", 10, 5, "stop"), answer_for(name, params)
 
         def deltas():
             for piece in (answer[:9], answer[9:]):

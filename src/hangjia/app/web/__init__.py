@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from hangjia.app.auth import Auth, SignInRequired
-from hangjia.app.web import admin_pages, pages, review_pages
+from hangjia.app.web import admin_pages, conversations, pages, review_pages
 
 STATIC = Path(__file__).parent / "static"
 
@@ -21,6 +21,7 @@ def install(app: FastAPI, auth: Auth | None) -> None:
     app.include_router(pages.router)
     app.include_router(review_pages.router)
     app.include_router(admin_pages.router)
+    app.include_router(conversations.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(SignInRequired, _sign_in)
     app.add_exception_handler(review_pages.PageForbidden, review_pages.forbidden)
