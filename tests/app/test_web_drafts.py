@@ -9,6 +9,8 @@ bob sees none of it: his sidebar is empty and alice's conversation is a 404 to h
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from sqlalchemy import select
 
@@ -17,8 +19,8 @@ from hangjia.app.db.engine import make_engine, make_sessions
 from hangjia.app.db.models import Conversation, Exchange, Feedback, User
 from hangjia.app.db.schema import upgrade
 from hangjia.app.exchanges import ExchangeStore
-from hangjia.app.web.conversations import TITLE_CHARS, title
-from hangjia.core.config import ABConfig
+from hangjia.app.web.conversations import TITLE_CHARS, title, versions_pair
+from hangjia.core.config import ABConfig, ServeConfig
 from hangjia.llm.generation import Engine, GenerationParams
 from tests.app.conftest import answering, live_server, make_index
 from tests.app.test_openai_api import make_adapter
@@ -281,3 +283,28 @@ def test_two_drafts_are_the_two_sides_of_an_ab_test(chromium, ab_server):  # noq
     assert picked.status == 201
     opened = page.request.get(f"{base_url}/chat/conversations/{ids[0][1]}").json()
     assert [t.get("answer") for t in opened["turns"]] == [f"{ANSWER} (base, take h)"]
+
+
+def test_drafts_compare_two_versions_where_there_are_two():
+    """The A/B test's two sides on its model; else another version the name list serves (a candidate alias first, not
+    one that resolves to the same weights, never `base`); else none: two samples."""
+    resolved = {"domain": "domain@3", "domain@production": "domain@3", "domain@candidate": "domain@2"}
+    served = SimpleNamespace(
+        serve_config=ServeConfig(),
+        engine=SimpleNamespace(model_names=["base", "domain", "domain@2", "domain@3"]),
+        versions=SimpleNamespace(
+            aliases={"domain@production": 3, "domain@candidate": 2}, resolve=lambda name: resolved.get(name, name)
+        ),
+    )
+    assert versions_pair(served, "domain") == ("domain", "domain@candidate")
+    assert versions_pair(served, "domain@2") == ("domain@2", "domain")
+    assert versions_pair(served, "base") is None
+    alone = SimpleNamespace(
+        serve_config=ServeConfig(),
+        engine=SimpleNamespace(model_names=["base", "domain"]),
+        versions=SimpleNamespace(aliases={}, resolve=lambda name: name),
+    )
+    assert versions_pair(alone, "domain") is None
+    alone.serve_config = ServeConfig(ab=ABConfig(model="domain", candidate="domain@candidate"))
+    assert versions_pair(alone, "domain") == ("domain", "domain@candidate")
+    assert versions_pair(alone, "base") is None

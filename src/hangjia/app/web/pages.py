@@ -1,6 +1,6 @@
-"""The web app's pages: sign-in and sign-out, the chat (templates/chat.html with static/chat.js, which talks to /v1
-like any client); the review queue and the dashboard are in review_pages.py and admin_pages.py. Every POST here is
-checked for the session's CSRF token (the router's dependency)."""
+"""The web app's pages: sign-in and sign-out, the chat (templates/chat.html with static/chat.js, whose questions,
+history and feedback go through conversations.py); the review queue and the dashboard are in review_pages.py and
+admin_pages.py. Every POST here is checked for the session's CSRF token (the router's dependency)."""
 
 from __future__ import annotations
 
