@@ -465,6 +465,24 @@ def drift(
         if from_db:
             questions, exchanges = _served_for_drift(ws, cfg, days, Path(tmp))
         report = run_drift(ws, cfg, console, questions, exchanges, reference)
+    _print_drift(report)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if chart is not None:
+        from hangjia.core.reports import png
+
+        chart.parent.mkdir(parents=True, exist_ok=True)
+        chart.write_bytes(png(drift_chart(report)))
+    if prom is not None:
+        write_prom(report, prom)
+    written = ", ".join(str(p) for p in (json_out, chart, prom) if p is not None)
+    out.print(("[red]drift detected[/]" if report.drifted else "no drift") + (f"; wrote {written}" if written else ""))
+    raise typer.Exit(report.exit_code)
+
+
+def _print_drift(report) -> None:
+    """The drift report as a table: one row per signal."""
     table = Table(
         title=f"drift: {report.recent_count} recent vs {report.reference_count} reference questions "
         f"({report.representation} vectors)",
@@ -485,19 +503,6 @@ def drift(
             escape(s.note),
         )
     out.print(table)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if chart is not None:
-        from hangjia.core.reports import png
-
-        chart.parent.mkdir(parents=True, exist_ok=True)
-        chart.write_bytes(png(drift_chart(report)))
-    if prom is not None:
-        write_prom(report, prom)
-    written = ", ".join(str(p) for p in (json_out, chart, prom) if p is not None)
-    out.print(("[red]drift detected[/]" if report.drifted else "no drift") + (f"; wrote {written}" if written else ""))
-    raise typer.Exit(report.exit_code)
 
 
 def _served_for_drift(ws, cfg, days: float | None, folder: Path) -> tuple[Path, Path]:
@@ -1399,6 +1404,64 @@ def feedback_export(workspace: WorkspaceOpt, config: ConfigOpt = None) -> None:
         engine.dispose()
     for name, info in written.items():
         out.print(f"{name}: " + ("nothing accepted yet" if info is None else f"{info['rows']} rows → {info['ref']}"))
+
+
+@app.command()
+def retrain(
+    workspace: WorkspaceOpt,
+    config: ConfigOpt = None,
+    if_drift: Annotated[
+        bool,
+        typer.Option(
+            "--if-drift",
+            help="First check the served questions for drift (`hangjia drift --from-db`); retrain only when they "
+            "drifted. For a scheduled job (cron, Kubernetes CronJob).",
+        ),
+    ] = False,
+    days: Annotated[float, typer.Option(help="With --if-drift: the served answers of the last DAYS days.")] = 7.0,
+    promote: Annotated[
+        bool, typer.Option(help="Promote the candidate to production when the gate passes (--no-promote: only tell).")
+    ] = True,
+    force: Annotated[bool, typer.Option(help="Retrain even when production already learned all the feedback.")] = False,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who retrains (recorded with the version and its promotion).")
+    ] = None,
+) -> None:
+    """Train a candidate on the accepted feedback (`hangjia feedback export`) — production's adapter further on it
+    with replayed training data, or a fresh one when the documents changed — then DPO on its preference pairs,
+    evaluate it against production (retrain.gate), register it as `domain@candidate` and promote it when the gate
+    passes. Writes a report to WORKSPACE/retrain/. Exit 0: promoted, or nothing to do; 1: the gate kept production."""
+    from hangjia.app.db.engine import database_url
+    from hangjia.app.retrain import KEPT
+    from hangjia.app.retrain import retrain as run_retrain
+
+    ws, cfg = _setup(workspace, config)
+    if if_drift:
+        from hangjia.stages.drift import drift as run_drift
+
+        with tempfile.TemporaryDirectory() as tmp:
+            questions, exchanges = _served_for_drift(ws, cfg, days, Path(tmp))
+            report = run_drift(ws, cfg, console, questions, exchanges, None)
+        _print_drift(report)
+        if not report.drifted:
+            out.print(f"no drift in the last {days:g} days: nothing retrained")
+            return
+        out.print("[red]drift detected[/]: retraining")
+    result = run_retrain(ws, cfg, console, database_url(cfg.database.url, ws.root), by=by, promote=promote, force=force)
+    if result.comparison:
+        table = Table(title=f"domain@{result.candidate} (candidate) vs domain@{result.production} (production)")
+        for col in ("measure", "candidate", "production", "change"):
+            table.add_column(col, justify="left" if col == "measure" else "right")
+        for r in result.comparison:
+            table.add_row(r["measure"], f"{r['candidate']:.1f}", f"{r['production']:.1f}", f"{r['change']:+.1f}")
+        out.print(table)
+    if result.gate:
+        for c in result.gate["checks"]:
+            out.print(("[green]✓[/] " if c["passed"] else "[red]✗[/] ") + escape(c["message"]))
+    report = f"; report: {result.report}" if result.report else ""
+    out.print(f"[bold]{result.outcome}[/]: {escape(result.why)}{report}")
+    if result.outcome == KEPT and result.gate and not result.gate["passed"]:
+        raise typer.Exit(1)
 
 
 @app.command()

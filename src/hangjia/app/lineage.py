@@ -72,7 +72,7 @@ def provenance(ws: Workspace, base_model: str) -> Provenance:
             for name, m in chain.items()
         },
         "config": {name: m["config"] for name, m in chain.items()},
-        "datasets": {v.name: v.ref for v in datasets if v.name in _DATASETS},
+        "datasets": {v.name: v.ref for v in datasets if v.name in _DATASETS} | _feedback(chain),
         "dataset_versions": [
             {"ref": v.ref, "rows": v.rows, "stage": v.manifest["stage"], "parents": v.manifest["parents"]}
             for v in datasets
@@ -106,6 +106,16 @@ def stage_chain(ws: Workspace, last: str) -> dict[str, dict[str, Any]]:
                 )
             queue.append(upstream)
     return chain
+
+
+def _feedback(chain: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The feedback dataset versions the model learned (train's feedback_sft, dpo's feedback_dpo), by name."""
+    return {
+        name: ref
+        for manifest in chain.values()
+        for name, ref in manifest["inputs"].items()
+        if name in ("feedback_sft", "feedback_dpo")
+    }
 
 
 def _sources(datasets: list) -> dict[str, str]:

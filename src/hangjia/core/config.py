@@ -398,6 +398,25 @@ class GateConfig(_Section):
     candidate may lose against the reference."""
 
 
+class RetrainConfig(_Section):
+    """`hangjia retrain` (app/retrain.py): the model in service learns the feedback reviewers accepted, is evaluated
+    against it, and replaces it only when the gate below passes."""
+
+    feedback_repeats: int = Field(3, ge=1, le=20)
+    """Times each accepted feedback example is trained per epoch, beside the other examples (a plain `hangjia train`
+    after `hangjia feedback export` learns the feedback this way too)."""
+    replay: int = Field(200, ge=0)
+    """Examples of the previous training data (the select stage's train split, sampled) trained again beside the
+    feedback, so the model keeps what it knew; 0: the feedback alone."""
+    dpo: bool = True
+    """After SFT, DPO on the feedback's preference pairs (a picked draft over the other, a correction over the answer
+    it replaced) when there are any."""
+    gate: GateConfig = GateConfig(reference="production", min_domain_gain_rag=-2.5, min_mcq_gain=-7.0)
+    """The candidate (domain) against the version in service (production), both evaluated now on eval.questions:
+    by default it may lose at most 2.5 points of domain accuracy with RAG (two questions of kestrel's 80) and 7 of
+    domain multiple choice (two of 30); add max_retention_drop with eval.general to check general knowledge too."""
+
+
 class DriftConfig(_Section):
     """`hangjia drift`: the recent questions against the training questions and the documents (eval/drift.py)."""
 
@@ -544,6 +563,7 @@ class ProjectConfig(_Section):
     serve: ServeConfig = ServeConfig()
     database: DatabaseConfig = DatabaseConfig()
     drift: DriftConfig = DriftConfig()
+    retrain: RetrainConfig = RetrainConfig()
 
 
 def load_config(path: Path | None) -> ProjectConfig:
@@ -651,4 +671,6 @@ def config_template() -> str:
 def _yaml_scalar(value: Any) -> str:
     if isinstance(value, Path):
         value = str(value)
+    elif isinstance(value, BaseModel):  # a section inside a section (retrain.gate): one flow mapping
+        value = value.model_dump(mode="json")
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()

@@ -65,17 +65,32 @@ def _read_preferences(path: Path, limit: int) -> list[tuple[str, str, str]]:
     return pairs[:limit]
 
 
-def _preference_inputs(ws: Workspace, cfg: ProjectConfig) -> dict[str, str]:
+def _preference_inputs(ws: Workspace, cfg: ProjectConfig, feedback: str | None = None) -> dict[str, str]:
     train = ws.require("train", "`hangjia train`")
     inputs = {"train": train["fingerprint"]}
-    if cfg.preference.file is not None and cfg.preference.file.is_file():
+    if feedback is not None:
+        inputs["feedback_dpo"] = feedback
+    elif cfg.preference.file is not None and cfg.preference.file.is_file():
         inputs["file"] = sha256_file(cfg.preference.file)
     return inputs
 
 
-def _preferences(ws: Workspace, cfg: ProjectConfig, run_dir: Path, status) -> tuple[list, list, str]:
+def _feedback_preferences(ws: Workspace, ref: str, limit: int) -> list[tuple[str, str, str]]:
+    """The pairs of a feedback_dpo version (`hangjia feedback export`): the question as the model read it, the
+    picked draft or the correction, the draft or answer it replaced."""
+    from hangjia.corpus.datasets import DatasetStore
+
+    rows = DatasetStore(ws.root / "datasets").resolve(ref).read(columns=["question", "chosen", "rejected"]).to_pylist()
+    return [(r["question"], r["chosen"], r["rejected"]) for r in rows][:limit]
+
+
+def _preferences(
+    ws: Workspace, cfg: ProjectConfig, run_dir: Path, status, feedback: str | None = None
+) -> tuple[list, list, str]:
     """(train, val) preference pairs and where they came from; the pairs used are saved in the stage folder."""
-    if cfg.preference.file is not None:
+    if feedback is not None:
+        pairs, origin = _feedback_preferences(ws, feedback, cfg.preference.max_pairs), feedback
+    elif cfg.preference.file is not None:
         pairs, origin = _read_preferences(cfg.preference.file, cfg.preference.max_pairs), "file"
     else:
         pairs, origin = _made_preferences(ws, cfg, status), "made from the train split"
@@ -91,12 +106,15 @@ def _preferences(ws: Workspace, cfg: ProjectConfig, run_dir: Path, status) -> tu
     return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held], origin
 
 
-def dpo(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False) -> dict[str, Any]:
-    """DPO of the SFT adapter on preference pairs; the result becomes the `domain` model."""
+def dpo(
+    ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False, *, feedback: str | None = None
+) -> dict[str, Any]:
+    """DPO of the SFT adapter on preference pairs (`feedback`: those of this feedback_dpo version, else
+    preference.file, else made); the result becomes the `domain` model."""
     from hangjia.llm.weights import trained_weights
     from hangjia.train.preference import train_dpo
 
-    inputs = _preference_inputs(ws, cfg)
+    inputs = _preference_inputs(ws, cfg, feedback)
     sft = trained_weights(ws)
     if sft.is_full_model:
         raise HangjiaError(
@@ -108,7 +126,7 @@ def dpo(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = False
         return skipped("dpo", ws)
     with ws.stage("dpo", inputs, config) as run:
         with console.status("preference pairs") as status:
-            train_pairs, val_pairs, origin = _preferences(ws, cfg, run.dir, status)
+            train_pairs, val_pairs, origin = _preferences(ws, cfg, run.dir, status, feedback)
         with progress_bar(console) as progress:
             task = progress.add_task("dpo", total=None, status="")
             metrics = train_dpo(

@@ -97,6 +97,7 @@ def run_distributed(
     on_step: OnStep | None = None,
     accelerate_config: Path | None = None,
     resume: bool = False,
+    start_from: Path | None = None,
 ) -> dict[str, Any]:
     """train_lora_sft on `nproc` processes with the same global batch (`args.batch_size`); same outputs in `out_dir`.
 
@@ -107,7 +108,10 @@ def run_distributed(
     if accelerate_config is not None:
         check_accelerate_config(accelerate_config, val_pairs)
     if nproc == 1 and accelerate_config is None:
-        return {**train_lora_sft(base_dir, train_pairs, val_pairs, out_dir, args, on_step, resume=resume), "nproc": 1}
+        metrics = train_lora_sft(
+            base_dir, train_pairs, val_pairs, out_dir, args, on_step, resume=resume, start_from=start_from
+        )
+        return {**metrics, "nproc": 1}
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if resume:
@@ -124,6 +128,7 @@ def run_distributed(
             "val_pairs": [list(p) for p in val_pairs],
             "args": args.model_dump(mode="json"),
             "resume": resume,
+            "start_from": str(Path(start_from).resolve()) if start_from is not None else None,
             "launcher_pid": os.getpid(),
         }
         job.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
@@ -249,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 args,
                 on_step=_step_hook(job_dir / PROGRESS if rank == 0 else None, job.get("launcher_pid")),
                 resume=job.get("resume", False),
+                start_from=Path(job["start_from"]) if job.get("start_from") else None,
             )
             if world > 1:
                 _check_world(world)

@@ -23,7 +23,7 @@ from typing import Any
 import datasets
 import torch
 from datasets import Dataset
-from peft import LoraConfig, PeftConfig, PrefixTuningConfig, PromptEncoderConfig
+from peft import LoraConfig, PeftConfig, PeftModel, PrefixTuningConfig, PromptEncoderConfig
 from transformers import AutoModelForCausalLM, EarlyStoppingCallback, PrinterCallback, TrainerCallback
 from transformers.utils import is_torch_bf16_available_on_device
 from trl import SFTConfig, SFTTrainer
@@ -62,8 +62,11 @@ def build_trainer(
     out_dir: Path,
     args: TrainConfig,
     callbacks: list[TrainerCallback] | None = None,
+    start_from: Path | None = None,
 ) -> SFTTrainer:
-    """An SFTTrainer with a fresh adapter (train.method) on the base model, ready to `train()`.
+    """An SFTTrainer with a fresh adapter (train.method) on the base model, ready to `train()`; with `start_from` (a
+    PEFT adapter folder), that adapter trained further instead (`hangjia retrain`: the model in service learns the
+    feedback), its own shape kept.
 
     The launch settings of `args` (base_model, nproc, accelerate_config) are the caller's business."""
     _check(args, val_pairs)
@@ -71,6 +74,11 @@ def build_trainer(
     datasets.disable_progress_bars()  # four bars per split, each done in milliseconds; ours shows the steps
     tokenizer = load_tokenizer(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    peft_config = _peft_config(args, model.config.hidden_size)
+    if start_from is not None:
+        if not (Path(start_from) / "adapter_config.json").is_file():
+            raise HangjiaError(f"{start_from} is not a PEFT adapter folder (no adapter_config.json) to continue.")
+        model, peft_config = PeftModel.from_pretrained(model, start_from, is_trainable=True), None
     train_ds = Dataset.from_list([to_example(q, a) for q, a in train_pairs])
     val_ds = Dataset.from_list([to_example(q, a) for q, a in val_pairs]) if val_pairs else None
     bf16, on_cpu = _bf16(args.bf16)
@@ -99,7 +107,6 @@ def build_trainer(
             restore_callback_states_from_checkpoint=True,  # early stopping's patience count survives a resume
         )
     )
-    peft_config = _peft_config(args, model.config.hidden_size)
     collator = None
     if args.packing:
         # The model stays fp32 (bf16 is autocast), so an fp32 additive mask suits both sdpa and eager.
@@ -159,16 +166,18 @@ def train_lora_sft(
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
     *,
     resume: bool = False,
+    start_from: Path | None = None,
 ) -> dict[str, Any]:
     """Train an adapter into `out_dir/adapter` (with method full: the whole model into `out_dir/model`); log every
     step to `out_dir/trainer_log.jsonl`. `resume`: continue from the newest complete checkpoint in
-    `out_dir/checkpoints` (a fresh start when there is none).
+    `out_dir/checkpoints` (a fresh start when there is none). `start_from`: an adapter to train further instead of a
+    fresh one.
 
     Validation losses measured during training go to `out_dir/eval_log.jsonl`. Returns metrics, including
     validation loss before and after training (the honest "did it learn").
     """
     log = _StepLog(out_dir / "trainer_log.jsonl", on_step, out_dir / "eval_log.jsonl", packing=args.packing)
-    trainer = build_trainer(base_dir, train_pairs, val_pairs, out_dir, args, [log])
+    trainer = build_trainer(base_dir, train_pairs, val_pairs, out_dir, args, [log], start_from)
     tokenizer = trainer.processing_class
     checkpoint = latest_checkpoint(out_dir / "checkpoints") if resume else None
     log.restart(_step_of(checkpoint) if checkpoint else 0)
