@@ -5,6 +5,7 @@ only when the gate passes; nothing to do when production already learned everyth
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from rich.console import Console
@@ -18,9 +19,11 @@ from hangjia.app.retrain import KEPT, NOTHING_NEW, PROMOTED, retrain
 from hangjia.app.review import decide
 from hangjia.cli import app
 from hangjia.core.config import GateConfig
+from hangjia.core.jsonl import read_jsonl
 from hangjia.core.workspace import Workspace
 from hangjia.stages.build import build
 from tests.app.test_registry import tiny_build_config
+from tests.eval.test_drift import arc_questions
 from tests.paths import KESTREL, KESTREL_DOCS
 
 QUESTION = "A Kestrel dishwasher stops and shows code E24. What fault does this code stand for?"
@@ -127,3 +130,38 @@ def test_a_failed_gate_keeps_production_and_the_cli_exits_1(served, tmp_path):
         aliases = registry.aliases()
         assert aliases[PRODUCTION].version == before
         assert aliases[CANDIDATE].version == before + 1
+
+
+def served_questions(store: ExchangeStore, questions: list[str]) -> None:
+    for q in questions:
+        store.record(
+            model="domain",
+            version="domain@1",
+            messages=[{"role": "user", "content": q}],
+            passages=[],
+            answer="…",
+            latency_ms=5,
+            user="uma",
+        )
+
+
+def test_if_drift_retrains_only_once_the_served_questions_drifted(served, tmp_path):
+    ws, cfg, url, store = served
+    config = tmp_path / "hangjia.yaml"
+    config.write_text(json.dumps(cfg.model_dump(mode="json")), encoding="utf-8")
+    reports = lambda: sorted((ws.root / "retrain").glob("*.json"))  # noqa: E731
+    trained = [r["question"] for r in read_jsonl(ws.stage_dir("select") / "train.jsonl")]
+    served_questions(store, random.Random(0).sample(trained, 30))
+    before = reports()
+    command = ["retrain", "-w", str(ws.root), "-c", str(config), "--if-drift", "--days", "1", "--by", "ana"]
+
+    calm = CliRunner().invoke(app, command)
+
+    assert calm.exit_code == 0, calm.output
+    assert "nothing retrained" in calm.output and reports() == before
+    served_questions(store, arc_questions(60))  # science exam questions: not what kestrel's users ask
+
+    shifted = CliRunner().invoke(app, command)
+
+    assert "drift detected: retraining" in shifted.output, shifted.output
+    assert shifted.exit_code in (0, 1) and "retrain:" in shifted.output
