@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import random
+import shlex
 
 import pytest
+import typer
+import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -24,7 +27,7 @@ from hangjia.core.workspace import Workspace
 from hangjia.stages.build import build
 from tests.app.test_registry import tiny_build_config
 from tests.eval.test_drift import arc_questions
-from tests.paths import KESTREL, KESTREL_DOCS
+from tests.paths import KESTREL, KESTREL_DOCS, REPO
 
 QUESTION = "A Kestrel dishwasher stops and shows code E24. What fault does this code stand for?"
 
@@ -165,3 +168,16 @@ def test_if_drift_retrains_only_once_the_served_questions_drifted(served, tmp_pa
 
     assert "drift detected: retraining" in shifted.output, shifted.output
     assert shifted.exit_code in (0, 1) and "retrain:" in shifted.output
+
+
+def test_the_retrain_cronjob_calls_retrain_with_options_it_has():
+    """deploy/k8s/retrain-cronjob.yaml: a CronJob running `hangjia retrain --if-drift` with real options, failing
+    (no retry) on exit 1, the gate kept production, and 2, a user error."""
+    job = yaml.safe_load((REPO / "deploy" / "k8s" / "retrain-cronjob.yaml").read_text())
+    assert job["kind"] == "CronJob"
+    spec = job["spec"]["jobTemplate"]["spec"]
+    assert spec["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [1, 2]
+    script = spec["template"]["spec"]["containers"][0]["args"][0]
+    call = shlex.split(next(line for line in script.splitlines() if line.strip().startswith("hangjia retrain")))
+    known = {opt for p in typer.main.get_command(app).commands["retrain"].params for opt in p.opts}
+    assert "--if-drift" in call and {a for a in call if a.startswith("-")} <= known
