@@ -168,3 +168,15 @@ def test_the_chat_page_speaks_chinese(chromium, server, tmp_path):
     assert page.locator("#send").inner_text() == "提问"
     assert page.locator("#question").get_attribute("placeholder") == "就您的文档提问"
     page.screenshot(path=tmp_path / "chat-zh.png")
+
+
+def signed_in(browser, base_url: str, username: str, path: str = "/", size: tuple[int, int] = (1200, 900)):
+    """A new page (its own cookies) signed in as `username` through the form, landed at `path`."""
+    page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+    page.set_default_timeout(15_000)
+    page.goto(f"{base_url}/login?next={path}")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}{path}")
+    return page

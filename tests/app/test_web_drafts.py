@@ -24,7 +24,7 @@ from hangjia.core.config import ABConfig, ServeConfig
 from hangjia.llm.generation import Engine, GenerationParams
 from tests.app.conftest import answering, live_server, make_index
 from tests.app.test_openai_api import make_adapter
-from tests.app.test_web_chat import PASSWORD, QUESTION, chromium  # noqa: F401 (the browser fixture)
+from tests.app.test_web_chat import PASSWORD, QUESTION, chromium, signed_in  # noqa: F401 (the browser fixture)
 
 ANSWER = "Clean the filter, then reset the DW4500 [1]."
 FOLLOW_UP = "And after the reset, how long is the warranty?"
@@ -70,17 +70,6 @@ def ab_server(tiny_model_dir, tmp_path, monkeypatch):
     yield from serving(tiny_model_dir, tmp_path, ab=ABConfig(model="domain", candidate="base", share=0.0))
 
 
-def sign_in(browser, base_url: str, name: str):
-    page = browser.new_context(viewport={"width": 1280, "height": 820}).new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{base_url}/login")
-    page.fill("input[name=username]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}/")
-    return page
-
-
 def ask(page, question: str, turns: int) -> None:
     from playwright.sync_api import expect
 
@@ -110,7 +99,7 @@ def test_history_reopens_and_two_drafts_store_a_preference(chromium, server, tmp
     from playwright.sync_api import expect
 
     base_url, db_url = server
-    page = sign_in(chromium, base_url, "alice")
+    page = signed_in(chromium, base_url, "alice", size=(1280, 820))
     expect(page.locator("#no-conversations")).to_be_visible()
 
     # Ask, see the answer stream in, follow up: the follow-up carries the first turn.
@@ -225,7 +214,7 @@ def test_history_reopens_and_two_drafts_store_a_preference(chromium, server, tmp
     assert names[from_api[0].user_id] == "mallory" and from_api[0].conversation_id is None
 
     # bob sees none of it.
-    other = sign_in(chromium, base_url, "bob")
+    other = signed_in(chromium, base_url, "bob", size=(1280, 820))
     expect(other.locator("#no-conversations")).to_be_visible()
     expect(other.locator("#conversations a")).to_have_count(0)
     assert other.request.get(f"{base_url}/chat/conversations").json() == []
@@ -253,7 +242,7 @@ def test_history_reopens_and_two_drafts_store_a_preference(chromium, server, tmp
 
 def test_two_drafts_are_the_two_sides_of_an_ab_test(chromium, ab_server):  # noqa: F811
     base_url, db_url = ab_server
-    page = sign_in(chromium, base_url, "alice")
+    page = signed_in(chromium, base_url, "alice", size=(1280, 820))
     question = [{"role": "user", "content": DRAFTED}]
     ids = []
     for draft in (0, 1):

@@ -20,6 +20,7 @@ from tests.app.conftest import live_server
 
 chromium = test_web_chat.chromium  # the fixture: headless Chromium, or a skip saying why not
 PASSWORD = test_web_chat.PASSWORD
+signed_in = test_web_chat.signed_in
 PASSAGE = {
     "index": 1,
     "chunk_id": "c0",
@@ -76,18 +77,6 @@ def site(tiny_model_dir, tmp_path):
     engine.close()
     store.close()
     accounts.close()
-
-
-def signed_in(browser, base_url: str, username: str, path: str):
-    """A new page signed in as `username` through the form, at `path`."""
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
-    page.set_default_timeout(15_000)
-    page.goto(f"{base_url}/login?next={path}")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}{path}")
-    return page
 
 
 def test_a_reviewer_edits_and_accepts_a_correction_and_rejects_another(chromium, site, tmp_path):
