@@ -102,15 +102,12 @@ def registry_names(session: Session) -> Callable[[str], str]:
     from sqlalchemy import inspect
 
     from hangjia.app.db.models import ModelAlias
+    from hangjia.app.registry import alias_targets, concrete
 
     if not inspect(session.get_bind()).has_table("model_aliases"):
         return lambda name: name
-    aliases = {f"{a.model}@{a.alias}": f"{a.model}@{a.version}" for a in session.scalars(select(ModelAlias))}
-
-    def resolve(name: str) -> str:
-        return aliases.get(f"{name}@production", name) if "@" not in name else aliases.get(name, name)
-
-    return resolve
+    targets = alias_targets(session.scalars(select(ModelAlias)))
+    return lambda name: concrete(name, targets)
 
 
 def report(session: Session, config: ABConfig, alpha: float = 0.05) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,20 @@ def default_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def alias_targets(aliases: Iterable[ModelAlias]) -> dict[str, str]:
+    """`model@alias` → `model@N` for each alias row."""
+    return {f"{a.model}@{a.alias}": f"{a.model}@{a.version}" for a in aliases}
+
+
+def concrete(name: str, targets: dict[str, str]) -> str:
+    """What a served name answers with, given alias_targets: `domain` → the production alias's `domain@N` (itself
+    while there is none), `domain@ALIAS` → its `domain@N`, anything else itself. The server resolves requests by it
+    (app/versions.py) and the A/B report finds each side's answers by it (app/ab.py)."""
+    if "@" not in name:
+        return targets.get(f"{name}@{PRODUCTION}", name)
+    return targets.get(name, name)
 
 
 def check_alias(alias: str) -> str:

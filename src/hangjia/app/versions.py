@@ -39,7 +39,7 @@ from hangjia.app.backends import base_gguf, open_backend
 from hangjia.app.db.engine import sqlite_file
 from hangjia.app.db.models import ModelAlias, ModelVersion
 from hangjia.app.metrics import Metrics
-from hangjia.app.registry import PRODUCTION, Registry, tree_digest
+from hangjia.app.registry import Registry, alias_targets, concrete, tree_digest
 from hangjia.core.config import ServeConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.llm.generation import Engine
@@ -117,7 +117,7 @@ class Versions:
             return name
         self.refresh()
         if name == DOMAIN:
-            return self.aliases.get(f"{DOMAIN}@{PRODUCTION}", DOMAIN)
+            return concrete(name, self.aliases)
         if name in self.refused:
             raise HangjiaError(self.refused[name], status_code=409)
         tail = name.partition("@")[2]
@@ -128,7 +128,7 @@ class Versions:
                 f"--alias {tail}` sets it.",
                 status_code=404,
             )
-        return self.aliases.get(name, name)
+        return concrete(name, self.aliases)
 
     def refresh(self, force: bool = False) -> None:
         """Read the registry's versions and aliases again unless the last read is under REFRESH_S old (a request that
@@ -145,7 +145,7 @@ class Versions:
             versions, aliases = read
             for row in versions:
                 self._add_registered(row)
-            self.aliases = {f"{a.model}@{a.alias}": f"{a.model}@{a.version}" for a in aliases}
+            self.aliases = alias_targets(aliases)
         finally:
             self._reading.release()
 
