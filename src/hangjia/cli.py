@@ -1281,6 +1281,7 @@ def ab_report(
     }[result["verdict"]]
     out.print(f"[bold]{escape(ab.candidate)} is {verdict}[/bold] (alpha {alpha})")
     if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     if act:
         from hangjia.app.ab import act as act_on
@@ -1298,7 +1299,7 @@ review_app = typer.Typer(
 app.add_typer(review_app, name="review")
 feedback_app = typer.Typer(help="Feedback as training data.", no_args_is_help=True)
 app.add_typer(feedback_app, name="feedback")
-ByOpt = Annotated[str, typer.Option("--by", help="The reviewer: a user with the role reviewer or admin.")]
+ReviewerOpt = Annotated[str, typer.Option("--by", help="The reviewer: a user with the role reviewer or admin.")]
 
 
 def _database_session(workspace: Path, config: Path | None):
@@ -1367,7 +1368,7 @@ def _decide(workspace: Path, config: Path | None, feedback_id: int, by: str, dec
 
 
 @review_app.command("accept")
-def review_accept(feedback_id: int, workspace: WorkspaceOpt, by: ByOpt, config: ConfigOpt = None) -> None:
+def review_accept(feedback_id: int, workspace: WorkspaceOpt, by: ReviewerOpt, config: ConfigOpt = None) -> None:
     """Accept a judgement as it is: it becomes training data at the next `hangjia feedback export`."""
     _decide(workspace, config, feedback_id, by, "accepted", None)
 
@@ -1376,7 +1377,7 @@ def review_accept(feedback_id: int, workspace: WorkspaceOpt, by: ByOpt, config: 
 def review_edit(
     feedback_id: int,
     workspace: WorkspaceOpt,
-    by: ByOpt,
+    by: ReviewerOpt,
     text: Annotated[str, typer.Option("--text", help="The answer as it should be.")],
     config: ConfigOpt = None,
 ) -> None:
@@ -1385,7 +1386,7 @@ def review_edit(
 
 
 @review_app.command("reject")
-def review_reject(feedback_id: int, workspace: WorkspaceOpt, by: ByOpt, config: ConfigOpt = None) -> None:
+def review_reject(feedback_id: int, workspace: WorkspaceOpt, by: ReviewerOpt, config: ConfigOpt = None) -> None:
     """Reject a judgement: it never becomes training data (a later decision can still accept it)."""
     _decide(workspace, config, feedback_id, by, "rejected", None)
 
@@ -1423,9 +1424,7 @@ def retrain(
         bool, typer.Option(help="Promote the candidate to production when the gate passes (--no-promote: only tell).")
     ] = True,
     force: Annotated[bool, typer.Option(help="Retrain even when production already learned all the feedback.")] = False,
-    by: Annotated[
-        str | None, typer.Option("--by", help="Who retrains (recorded with the version and its promotion).")
-    ] = None,
+    by: ByOpt = None,
 ) -> None:
     """Train a candidate on the accepted feedback (`hangjia feedback export`) — production's adapter further on it
     with replayed training data, or a fresh one when the documents changed — then DPO on its preference pairs,
