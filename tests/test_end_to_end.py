@@ -8,16 +8,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from openai import OpenAI
 
+from tests.app.conftest import hangjia_serve
 from tests.paths import KESTREL
 
 pytestmark = pytest.mark.slow
@@ -117,37 +115,10 @@ def test_models_and_terminal_chat(project):
     assert "domain>" in chat.stdout and len(chat.stdout.split("domain>", 1)[1].strip()) > 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(project):
-    port = _free_port()
-    proc = subprocess.Popen(
-        [*HANGJIA, "serve", "--workspace", str(project["ws"]), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {proc.stdout.read()[-3000:]}")
-        try:
-            if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("server did not become ready")
-    yield {"url": base_url, "port": port}
-    proc.terminate()
-    proc.wait(timeout=30)
+    with hangjia_serve("--workspace", str(project["ws"]), "--host", "127.0.0.1", ready_s=180) as served:
+        yield {"url": served.url, "port": int(served.url.rsplit(":", 1)[1])}
 
 
 def test_openai_client_against_the_live_server(server):
