@@ -1218,6 +1218,9 @@ def ab_report(
     config: ConfigOpt = None,
     alpha: Annotated[float, typer.Option(help="Significance level of the tests.")] = 0.05,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+    days: Annotated[
+        float | None, typer.Option(help="Only the answers of the last DAYS days: the test's period (default: all).")
+    ] = None,
     act: Annotated[
         bool,
         typer.Option(
@@ -1229,6 +1232,8 @@ def ab_report(
 ) -> None:
     """Per version that answered serve.ab.model: thumbs-up rate, mean rating, wins in two-draft comparisons,
     abstentions and latency with 95% intervals, and whether the candidate differs significantly from the model."""
+    from datetime import UTC, datetime, timedelta
+
     from rich.table import Table
 
     from hangjia.app.ab import report
@@ -1238,10 +1243,11 @@ def ab_report(
     url = _database_url(workspace, config)
     _, cfg = _setup(workspace, config)
     ab = cfg.serve.ab or ABConfig()
+    since = None if days is None else datetime.now(UTC) - timedelta(days=days)
     engine = make_engine(url)
     try:
         with make_sessions(engine)() as session:
-            result = report(session, ab, alpha)
+            result = report(session, ab, alpha, since)
     finally:
         engine.dispose()
     table = Table(title=f"A/B: {ab.model} vs {ab.candidate} (share {ab.share:.0%})")

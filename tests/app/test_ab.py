@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -230,3 +231,17 @@ def test_a_worse_registry_candidate_is_stopped(store, db_url, tmp_path):
     assert (aliases["production"].version, aliases["candidate"].version) == (1, 1)
     assert [e.action for e in registry.history(alias="candidate")][-1] == "promote"
     registry.close()
+
+
+def test_the_report_counts_only_the_period_asked_for(store):
+    """`ab report --days`: answers from before the test began (another period, another test) stay out."""
+    asked = [{"role": "user", "content": QUESTIONS[0]}]
+    ids = [
+        store.record(model="base", version="base", messages=asked, passages=[], answer="a", latency_ms=1, user="u")
+        for _ in range(3)
+    ]
+    with store.sessions.begin() as session:
+        session.get(Exchange, ids[0]).created_at = datetime.now(UTC) - timedelta(days=10)
+    with store.sessions() as session:
+        assert ab.collect(session, "base")["base"].exchanges == 3
+        assert ab.collect(session, "base", since=datetime.now(UTC) - timedelta(days=1))["base"].exchanges == 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -66,11 +67,14 @@ class Arm:
         }
 
 
-def collect(session: Session, model: str) -> dict[str, Arm]:
-    """Each version that answered requests for `model`, with what its exchanges got."""
+def collect(session: Session, model: str, since: datetime | None = None) -> dict[str, Arm]:
+    """Each version that answered requests for `model` (since `since`, when given), with what its exchanges got."""
     arms: dict[str, Arm] = {}
     version_of: dict[int, str] = {}
-    for ex in session.scalars(select(Exchange).where(Exchange.model == model)):
+    query = select(Exchange).where(Exchange.model == model)
+    if since is not None:
+        query = query.where(Exchange.created_at >= since)
+    for ex in session.scalars(query):
         arm = arms.setdefault(ex.model_version, Arm(ex.model_version))
         arm.exchanges += 1
         arm.abstained += abstains(ex.answer)
@@ -110,10 +114,10 @@ def registry_names(session: Session) -> Callable[[str], str]:
     return lambda name: concrete(name, targets)
 
 
-def report(session: Session, config: ABConfig, alpha: float = 0.05) -> dict[str, Any]:
+def report(session: Session, config: ABConfig, alpha: float = 0.05, since: datetime | None = None) -> dict[str, Any]:
     """The A/B report of `config.model` against `config.candidate` (each as the version it resolves to now), with a
-    verdict."""
-    arms = collect(session, config.model)
+    verdict; `since`: only the exchanges from then on (the test's period)."""
+    arms = collect(session, config.model, since)
     resolve = registry_names(session)
     model_version, candidate_version = resolve(config.model), resolve(config.candidate)
     control = arms.get(model_version, Arm(model_version))
