@@ -606,9 +606,14 @@ def chat(
     from hangjia.llm.languages import language_note, model_languages
 
     ws, cfg = _setup(workspace, config)
+    served = _production(ws, cfg)
     with console.status("loading models"):
-        engine = Engine.from_workspace(ws, cfg.train.base_model, cfg.rag.top_k, guard=cfg.rag.guard)
+        engine = Engine.from_workspace(
+            ws, cfg.train.base_model, cfg.rag.top_k, guard=cfg.rag.guard, domain=served[1] if served else None
+        )
     engine.check_model(model)
+    if served and model == "domain":
+        console.print(f"[dim]domain is {served[0]}, the registry's production version[/]")
     use_rag = engine.default_rag(model) if rag is None else rag
     languages = model_languages(engine.base_dir, cfg.serve.languages)
     console.print(f"[bold]{model}[/] (RAG {'on' if use_rag else 'off'}) — empty line to quit")
@@ -697,6 +702,9 @@ def models(workspace: WorkspaceOpt, config: ConfigOpt = None) -> None:
             where = exc.message
         table.add_row("base", f"base model ({spec})", where, "")
     domain = domain_weights(ws, cfg.train.base_model)
+    served = _production(ws, cfg)
+    if served is not None:
+        table.add_row("domain", f"{served[0]} (the registry's production version)", str(served[1]), "")
     if domain.tuned is None:
         table.add_row("domain", "not trained yet", f"run: hangjia build --workspace {ws.root}", "")
     else:
@@ -708,7 +716,7 @@ def models(workspace: WorkspaceOpt, config: ConfigOpt = None) -> None:
             before, after, what = ("first_loss", "final_loss", "DPO loss")
         trained = f"{domain.stage} {stage['started_at']}, {c.get('steps')} steps"
         trained += f", {what} {_fmt(c.get(before))} → {_fmt(c.get(after))}"
-        table.add_row("domain", domain.kind, str(domain.tuned), trained)
+        table.add_row("workspace" if served else "domain", domain.kind, str(domain.tuned), trained)
     if cfg.eval.production is not None:
         production = production_weights(ws, cfg.train.base_model, cfg.eval.production)
         table.add_row("production", production.kind, str(production.tuned), "eval.production")
@@ -957,6 +965,32 @@ RefArg = Annotated[str, typer.Argument(help="A version: N, domain@N or an alias 
 AliasOpt = Annotated[str, typer.Option("--alias", help="The alias to move.")]
 ByOpt = Annotated[str | None, typer.Option("--by", help="Who does it (default: the login name).")]
 NoteOpt = Annotated[str | None, typer.Option("--note", help="Why, kept in the history.")]
+
+
+def _production(ws: Workspace, cfg: ProjectConfig) -> tuple[str, Path] | None:
+    """The registry's production version of `domain` (its ref and weights folder), which `domain` means once there is
+    one, as `hangjia serve` resolves it; None without a registry or a production alias. Reads only."""
+    from sqlalchemy import inspect
+
+    from hangjia.app.db.engine import database_url, make_engine
+    from hangjia.app.db.schema import current
+    from hangjia.app.registry import PRODUCTION, Registry
+
+    url = database_url(cfg.database.url, ws.root)
+    if current(url) is None:
+        return None
+    engine = make_engine(url)
+    try:
+        if not inspect(engine).has_table("model_aliases"):
+            return None
+    finally:
+        engine.dispose()
+    with Registry(url, ws.root, create=False) as registry:
+        alias = registry.aliases().get(PRODUCTION)
+        if alias is None:
+            return None
+        version = registry.version(alias.version)
+        return version.ref, registry.weights(version)
 
 
 def _registry(ws: Workspace, cfg: ProjectConfig):

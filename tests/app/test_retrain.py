@@ -111,6 +111,15 @@ def test_accepted_corrections_make_a_promoted_candidate_that_traces_back_to_them
     sft = json.loads(result.report.with_suffix(".json").read_text())["feedback"]["feedback_sft"]
     assert sft["rows"] == 1 and fb > 0
 
+    # `domain` is production's version for the terminal too, as for the server.
+    config = ws.root / "retrain.yaml"
+    config.write_text(json.dumps(cfg.model_dump(mode="json")), encoding="utf-8")
+    listed = CliRunner().invoke(app, ["models", "-w", str(ws.root), "-c", str(config)])
+    assert "domain@2 (the registry's production" in listed.output, listed.output
+    chat = ["chat", "-w", str(ws.root), "-c", str(config), "--max-tokens", "2"]
+    chatted = CliRunner().invoke(app, chat, input="What does E24 mean?\n\n")
+    assert chatted.exit_code == 0 and "domain is domain@2, the registry's production version" in chatted.output
+
     again = retrain(ws, cfg, Console(quiet=True), url, by="ana")
     assert again.outcome == NOTHING_NEW and "already learned" in again.why and again.candidate is None
 

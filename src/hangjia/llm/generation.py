@@ -213,15 +213,18 @@ class Engine:
         production: Path | None = None,
         guard: bool = True,
         versions: dict[str, Path] | None = None,
+        domain: Path | None = None,
     ) -> Engine:
         """`base` from the trained adapter's own base (else `base_model`), `domain` from `train/adapter` (or from
-        `dpo/adapter` when `hangjia dpo` has run on this very SFT adapter), retrieval from `index/` when built;
-        `production` from the given folder, when there is one, and the named `versions`."""
+        `dpo/adapter` when `hangjia dpo` has run on this very SFT adapter) unless `domain` names other weights (the
+        registry's production version), retrieval from `index/` when built; `production` from the given folder, when
+        there is one, and the named `versions`."""
         from hangjia.llm.retrieval import load_retriever
 
-        domain = domain_weights(workspace, base_model)
+        trained = domain_weights(workspace, base_model)
         index = load_retriever(workspace.stage_dir("index")) if workspace.manifest("index") else None
-        return cls(domain.base_dir, domain.tuned, index, rag_top_k, production, guard, versions=versions)
+        tuned = domain if domain is not None else trained.tuned
+        return cls(trained.base_dir, tuned, index, rag_top_k, production, guard, versions=versions)
 
     @property
     def model_names(self) -> list[str]:
