@@ -17,9 +17,10 @@ WS is a workspace `hangjia build -c configs/kestrel.yaml` made (its registry hol
            right answers "corrected" too).
    A reviewer accepts all of them (app/review.py's decide, what `hangjia review accept` runs).
 4. `hangjia retrain` trains the candidate, evaluates it against production with the gate and promotes it or not.
-5. Held-out rewordings of the 80 questions (examples/kestrel/questions_reworded.jsonl, never trained on) are
-   evaluated for base, the workspace's domain model (the candidate) and production (domain@1, the model before):
-   accuracy with RAG on the rewordings of the corrected questions and of the others.
+5. Held-out rewordings of the 80 questions (examples/kestrel/questions_reworded.jsonl, never trained on) are answered
+   by the workspace's domain model (the candidate) and by production before the loop (domain@1), with RAG and the
+   answer guard as served: accuracy on the rewordings of the corrected questions and of the others.
+   `--heldout-only N` runs this step alone on a workspace where the loop ran, against domain@N.
 
 Prints a summary and writes it as JSON (--out).
 """
@@ -138,29 +139,58 @@ def corrections(
     return made
 
 
-def heldout(workspace: Path, production_weights: Path, corrected: set[str]) -> dict[str, Any]:
-    """Base, candidate (domain) and production on the rewordings: accuracy with RAG on, corrected vs the others."""
-    rewordings = KESTREL / "questions_reworded.jsonl"
-    config = loop_config(workspace, production_weights, rewordings)
-    run = hangjia("eval", "-w", str(workspace), "-c", str(config), "-q", str(rewordings))
-    if run.returncode != 0:
-        raise SystemExit("held-out evaluation failed")
-    rows = read_jsonl(workspace / "eval" / "answers.jsonl")
-    table: dict[str, Any] = {}
-    for model in ("base", "domain", PRODUCTION):
-        for rag in (False, True):
-            mine = [r for r in rows if r["model"] == model and r["rag"] == rag]
-            parts = {
-                "corrected": [r for r in mine if r["id"].removesuffix("r") in corrected],
-                "others": [r for r in mine if r["id"].removesuffix("r") not in corrected],
-                "all": mine,
-            }
-            table[f"{model}{'+rag' if rag else ''}"] = {
-                name: {"correct": sum(r["correct"] for r in part), "n": len(part)} for name, part in parts.items()
-            }
-    results = json.loads((workspace / "eval" / "results.json").read_text(encoding="utf-8"))
-    table["choices"] = results.get("choices", [])
+def heldout(workspace: Path, config: Path, production_weights: Path, corrected: set[str]) -> dict[str, Any]:
+    """The candidate (the workspace's domain model) and production (the model before) with RAG and the answer guard,
+    as served, on the rewordings: accuracy on the rewordings of the corrected questions and of the others."""
+    from hangjia.core.config import load_config
+    from hangjia.core.workspace import Workspace
+    from hangjia.eval.qa import evaluate, load_questions
+    from hangjia.llm.generation import Engine
+
+    cfg = load_config(config)
+    questions = load_questions(KESTREL / "questions_reworded.jsonl")
+    engine = Engine.from_workspace(Workspace(workspace), cfg.train.base_model, cfg.rag.top_k, production_weights)
+    started = time.monotonic()
+    rows = evaluate(
+        engine,
+        questions,
+        cfg.eval.max_new_tokens,
+        cfg.eval.batch_size,
+        guard=engine.guard(cfg.rag.guard),
+        only=[("domain", True), (PRODUCTION, True)],
+    )["answers"]
+    table: dict[str, Any] = {"seconds": round(time.monotonic() - started)}
+    for model in ("domain", PRODUCTION):
+        mine = [r for r in rows if r["model"] == model]
+        parts = {
+            "corrected": [r for r in mine if r["id"].removesuffix("r") in corrected],
+            "others": [r for r in mine if r["id"].removesuffix("r") not in corrected],
+            "all": mine,
+        }
+        table[model] = {
+            name: {"correct": sum(r["correct"] for r in part), "n": len(part)} for name, part in parts.items()
+        }
     return table
+
+
+def corrected_ids(url: str, questions: list[dict[str, Any]]) -> set[str]:
+    """The ids of the questions whose answers got an accepted correction (from the database)."""
+    from sqlalchemy import select
+
+    from hangjia.app.db.models import Exchange, Feedback
+
+    by_text = {q["question"]: q["id"] for q in questions}
+    store = ExchangeStore(url)
+    try:
+        with store.sessions() as session:
+            fixed = session.scalars(
+                select(Exchange)
+                .join(Feedback, Feedback.exchange_id == Exchange.id)
+                .where(Feedback.kind == "correction")
+            )
+            return {by_text[e.messages[-1]["content"]] for e in fixed if e.messages[-1]["content"] in by_text}
+    finally:
+        store.close()
 
 
 def main() -> None:
@@ -170,9 +200,25 @@ def main() -> None:
     parser.add_argument("--corrections", choices=("right", "wrong"), default="right")
     parser.add_argument("--out", type=Path, help="Write the summary here (JSON).")
     parser.add_argument("--skip-heldout", action="store_true", help="Do not evaluate the held-out rewordings.")
+    parser.add_argument(
+        "--heldout-only",
+        type=int,
+        metavar="N",
+        help="Only evaluate the rewordings in --workspace, where the loop ran, against domain@N (the model before).",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     ws = args.workspace.resolve()
+    if args.heldout_only is not None:
+        url = database_url(None, ws)
+        with Registry(url, ws) as registry:
+            before = registry.weights(registry.version(args.heldout_only))
+        corrected = corrected_ids(url, read_jsonl(KESTREL / "questions.jsonl"))
+        result = {"corrected": sorted(corrected), "heldout": heldout(ws, ws / "hangjia.yaml", before, corrected)}
+        print(json.dumps(result, indent=2))
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        return
     if ws.exists():
         shutil.rmtree(ws)
     shutil.copytree(args.built.resolve(), ws, ignore=shutil.ignore_patterns(".staging", "retrain"))
@@ -229,7 +275,7 @@ def main() -> None:
         "production": {"before": before, "after": after},
     }
     if not args.skip_heldout:
-        summary["heldout"] = heldout(ws, production_weights, set(summary["corrected"]))
+        summary["heldout"] = heldout(ws, config, production_weights, set(summary["corrected"]))
     summary["seconds"] = round(time.monotonic() - started)
     print(json.dumps({k: v for k, v in summary.items() if k != "retrain"}, indent=2, ensure_ascii=False))
     if args.out:

@@ -73,8 +73,10 @@ def evaluate(
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
     guard: AnswerGuard | None = None,
+    only: list[tuple[str, bool]] | None = None,
 ) -> dict[str, Any]:
-    """Greedy answers for every condition, scored; `on_batch(n)` reports n questions done.
+    """Greedy answers for every condition (or `only` these (model, rag) pairs), scored; `on_batch(n)` reports n
+    questions done.
 
     With a `guard`, every RAG answer goes through it as it would in the server: a blocked answer is replaced by the
     guard's reply and the row keeps the model's own text (`raw_prediction`) and the reason. Each RAG condition's
@@ -82,7 +84,7 @@ def evaluate(
     """
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0)
     summaries, answers = [], []
-    for name, rag in conditions(engine):
+    for name, rag in only or conditions(engine):
         prepared = [engine.prepare([{"role": "user", "content": q.question}], rag) for q in questions]
         # Similar prompt lengths in one batch waste less compute on left padding.
         order = sorted(range(len(questions)), key=lambda i: len(prepared[i][0][-1]["content"]))
