@@ -50,6 +50,12 @@ def test_existing_keys_and_accuracy_are_kept(results):
     )
 
 
+def test_only_the_conditions_asked_for_are_answered(results):
+    only = evaluate(ScriptedEngine(), QUESTIONS, max_new_tokens=8, only=[("domain", False)])
+    assert [(c["model"], c["rag"]) for c in only["conditions"]] == [("domain", False)]
+    assert only["conditions"][0] == results["conditions"][1] and {a["model"] for a in only["answers"]} == {"domain"}
+
+
 def test_refusal_accuracy_is_reported_apart_from_answerable_accuracy(results):
     base, domain = results["conditions"]
     assert (base["answerable"], base["unanswerable"]) == (2, 2)
