@@ -585,7 +585,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--parallel", type=int, default=16, help="serve.parallel")
     parser.add_argument("--context", type=int, default=2048, help="n_ctx of the peer, serve.context of Hangjia")
-    parser.add_argument("--gguf-type", default="f16", help="serve.gguf: the GGUF type both servers load (default f16, as serve.gguf)")
+    parser.add_argument(
+        "--gguf-type", default="f16", help="serve.gguf: the GGUF type both servers load (default f16, as serve.gguf)"
+    )
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="the peer's n_threads")
     parser.add_argument(
         "--peer-repack",

@@ -970,18 +970,16 @@ NoteOpt = Annotated[str | None, typer.Option("--note", help="Why, kept in the hi
 def _production(ws: Workspace, cfg: ProjectConfig) -> tuple[str, Path] | None:
     """The registry's production version of `domain` (its ref and weights folder), which `domain` means once there is
     one, as `hangjia serve` resolves it; None without a registry or a production alias. Reads only."""
-    from sqlalchemy import inspect
-
     from hangjia.app.db.engine import database_url, make_engine
     from hangjia.app.db.schema import current
-    from hangjia.app.registry import PRODUCTION, Registry
+    from hangjia.app.registry import PRODUCTION, Registry, has_registry
 
     url = database_url(cfg.database.url, ws.root)
     if current(url) is None:
         return None
     engine = make_engine(url)
     try:
-        if not inspect(engine).has_table("model_aliases"):
+        if not has_registry(engine):
             return None
     finally:
         engine.dispose()

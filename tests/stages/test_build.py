@@ -135,6 +135,24 @@ def test_build_runs_every_stage_with_a_local_model_dir_as_base(cfg, tmp_path):
     assert _gate(ws, cfg) == 1
     assert json.loads((ws.stage_dir("eval") / "gate.json").read_text())["reference"] == "production"
 
+    # eval.models: only the two the gate compares (as `hangjia retrain` does), scored as in the full run.
+    cfg.eval.models = ["production", "domain"]
+    assert evaluate(ws, cfg, console)["skipped"] is False
+    pair = json.loads((ws.stage_dir("eval") / "results.json").read_text())
+    full = {(c["model"], c["rag"]): c["accuracy"] for c in with_production["conditions"]}
+    assert {(c["model"], c["rag"]): c["accuracy"] for c in pair["conditions"]} == {
+        key: acc for key, acc in full.items() if key[0] != "base"
+    }
+    assert {r["model"] for r in pair["choices"]} == {"domain", "production"}
+    assert set(pair["perplexity"]) == {"domain", "production"}
+    assert _gate(ws, cfg) == 1  # the same verdict on the same numbers
+    cfg.eval.models = None
+    cfg.eval.production = None
+    cfg.eval.models = ["production"]
+    with pytest.raises(HangjiaError, match="eval.models names production"):
+        evaluate(ws, cfg, console)
+    cfg.eval.models, cfg.eval.production = None, production
+
     # k-shot general knowledge: a missing dev file is named before any model loads; then its first row is the shot.
     cfg.eval.general_shots = 1
     with pytest.raises(HangjiaError, match="dev file"):

@@ -103,12 +103,10 @@ def registry_names(session: Session) -> Callable[[str], str]:
     """What a served name answers with now, as the server resolves it (app/versions.py): `domain` → the production
     alias's `domain@N` (itself while there is none), `domain@ALIAS` → its `domain@N`, anything else itself. Exchanges
     record that concrete version, so this is how an A/B test's two names find their answers."""
-    from sqlalchemy import inspect
-
     from hangjia.app.db.models import ModelAlias
-    from hangjia.app.registry import alias_targets, concrete
+    from hangjia.app.registry import alias_targets, concrete, has_registry
 
-    if not inspect(session.get_bind()).has_table("model_aliases"):
+    if not has_registry(session.get_bind()):
         return lambda name: name
     targets = alias_targets(session.scalars(select(ModelAlias)))
     return lambda name: concrete(name, targets)

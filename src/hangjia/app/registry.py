@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, Engine, func, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -60,6 +60,12 @@ def default_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def has_registry(bind: Engine | Connection) -> bool:
+    """Whether the database behind `bind` has the registry's tables yet (a workspace served or built before the
+    registry existed has none until its next `hangjia build` or `registry` command creates them)."""
+    return inspect(bind).has_table(ModelAlias.__tablename__)
 
 
 def alias_targets(aliases: Iterable[ModelAlias]) -> dict[str, str]:

@@ -14,7 +14,7 @@ only when it is at least as good.
     DPO on the feedback's preference pairs (picked drafts, corrections over what they replaced), when there are any
         │
         ▼
-    eval: base, candidate (domain) and production side by side on eval.questions ──► retrain.gate
+    eval: the two models retrain.gate compares, the candidate (domain) and production, on eval.questions ──► gate
         │
         ▼
     registry: the candidate becomes domain@N+1 (alias candidate), with lineage down to the feedback versions;
@@ -142,6 +142,7 @@ def retrain(
     judged = cfg.model_copy(deep=True)
     judged.eval.production = serving_dir
     judged.gate = cfg.retrain.gate
+    judged.eval.models = sorted({judged.gate.candidate, judged.gate.reference})  # the two the gate compares
     if judged.eval.questions is None:
         raise HangjiaError("retrain compares the candidate with production on eval.questions; set it in hangjia.yaml.")
     evaluate(ws, judged, console, force)

@@ -32,14 +32,14 @@ import time
 from collections import Counter, OrderedDict
 from pathlib import Path
 
-from sqlalchemy import inspect, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from hangjia.app.backends import base_gguf, open_backend
 from hangjia.app.db.engine import sqlite_file
 from hangjia.app.db.models import ModelAlias, ModelVersion
 from hangjia.app.metrics import Metrics
-from hangjia.app.registry import Registry, alias_targets, concrete, tree_digest
+from hangjia.app.registry import Registry, alias_targets, concrete, has_registry, tree_digest
 from hangjia.core.config import ServeConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.llm.generation import Engine
@@ -158,7 +158,7 @@ class Versions:
             return [], []
         columns = (ModelVersion.version, ModelVersion.kind, ModelVersion.weights, ModelVersion.base_model)
         try:
-            if not self.aliases and not inspect(registry.engine).has_table("model_aliases"):
+            if not self.aliases and not has_registry(registry.engine):
                 return [], []
             with registry.sessions() as session:
                 versions = session.execute(

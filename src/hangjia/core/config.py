@@ -359,6 +359,9 @@ class EvalConfig(_Section):
     """The model in service now (an adapter folder such as a kept copy of an earlier train/adapter, or a whole model
     folder): evaluated as a third model, `production`, beside base and domain. Set gate.reference: production to
     block a candidate that is worse than it. None: base vs domain only."""
+    models: list[Literal["base", "domain", "production"]] | None = None
+    """Evaluate only these models (none: all there are). `hangjia retrain` evaluates just the two its gate compares,
+    the candidate and production: base would add a third model's generation and scoring that no check reads."""
 
 
 class RagConfig(_Section):

@@ -50,13 +50,17 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
     if cfg.eval.production is not None:
         production = checked_model_folder(Path(cfg.eval.production).expanduser().resolve())
         inputs["production"] = sha256_tree(production)
-    config = {**cfg.eval.model_dump(), **cfg.rag.model_dump(), "base_model": cfg.train.base_model}
+    # eval.models joins the fingerprint only when set, so workspaces evaluated before it existed stay current.
+    settings = cfg.eval.model_dump(exclude={"models"} if cfg.eval.models is None else None)
+    config = {**settings, **cfg.rag.model_dump(), "base_model": cfg.train.base_model}
     if not force and ws.is_current("eval", inputs, config):
         return skipped("eval", ws)
     with console.status("loading models"):
         engine = Engine.from_workspace(ws, cfg.train.base_model, cfg.rag.top_k, production)
+    names = _models(engine, cfg)
+    measured = [(name, rag) for name, rag in conditions(engine) if name in names]
     with ws.stage("eval", inputs, config) as run, progress_bar(console) as progress:
-        total = len(questions) * len(conditions(engine))
+        total = len(questions) * len(measured)
         task = progress.add_task("eval", total=total, status="")
         clock = _Clock()
         results = evaluate(
@@ -66,9 +70,10 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
             batch_size=cfg.eval.batch_size,
             on_batch=lambda n: progress.update(task, advance=n),
             guard=engine.guard(cfg.rag.guard),
+            only=measured,
         )
         clock.lap("questions")
-        results["choices"] = _multiple_choice(engine, cfg, lambda text: progress.update(task, status=text))
+        results["choices"] = _multiple_choice(engine, names, cfg, lambda text: progress.update(task, status=text))
         clock.lap("multiple choice")
         if engine.index is not None:
             answerable = [q for q in questions if q.type != "unanswerable"]
@@ -78,7 +83,7 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
             progress.update(task, status=f"the judge grades {len(results['answers'])} answers")
             _judge(ws, cfg, results)
             clock.lap("judge")
-        perplexities = _heldout_perplexity(ws, engine, cfg)
+        perplexities = _heldout_perplexity(ws, engine, names, cfg)
         if perplexities:
             results["perplexity"] = perplexities
             clock.lap("perplexity")
@@ -89,6 +94,19 @@ def evaluate(ws: Workspace, cfg: ProjectConfig, console: Console, force: bool = 
         write_eval_report(run.dir, results, answers, title="Hangjia evaluation")
         run.counts.update({f"{c['model']}{'+rag' if c['rag'] else ''}": c["accuracy"] for c in results["conditions"]})
     return done("eval", ws)
+
+
+def _models(engine, cfg: ProjectConfig) -> list[str]:
+    """The engine's models that eval.models asks for (all of them when it is not set)."""
+    if cfg.eval.models is None:
+        return list(engine.model_names)
+    missing = [name for name in cfg.eval.models if name not in engine.model_names]
+    if missing:
+        raise HangjiaError(
+            f"eval.models names {', '.join(missing)}, which this workspace does not have (it has: "
+            f"{', '.join(engine.model_names)}); train first, set eval.production, or drop the name."
+        )
+    return [name for name in engine.model_names if name in cfg.eval.models]
 
 
 class _Clock:
@@ -144,7 +162,7 @@ def _judge(ws: Workspace, cfg: ProjectConfig, results: dict[str, Any]) -> None:
         condition.update(verdicts[(condition["model"], condition["rag"])])
 
 
-def _heldout_perplexity(ws: Workspace, engine, cfg: ProjectConfig) -> dict[str, float] | None:
+def _heldout_perplexity(ws: Workspace, engine, names: list[str], cfg: ProjectConfig) -> dict[str, float] | None:
     """Each model's perplexity on chunks no training pair came from: those of select's val and test splits."""
     if not cfg.eval.perplexity_chunks or not ws.manifest("select"):
         return None
@@ -159,7 +177,7 @@ def _heldout_perplexity(ws: Workspace, engine, cfg: ProjectConfig) -> dict[str, 
     if not texts:
         return None
     out = {}
-    for name in engine.model_names:
+    for name in names:
         with engine.using(name) as model:
             out[name] = round(perplexity(model, engine.tokenizer, texts, max_length=512, stride=256), 3)
     return out
@@ -171,9 +189,9 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def _multiple_choice(engine, cfg: ProjectConfig, status) -> list[dict[str, Any]]:
+def _multiple_choice(engine, names: list[str], cfg: ProjectConfig, status) -> list[dict[str, Any]]:
     """Domain MCQ (0-shot) and general-knowledge sets (MMLU, CMMLU, C-Eval; `eval.general_shots` solved questions
-    from each subject's dev file) by log-likelihood, for every model."""
+    from each subject's dev file) by log-likelihood, for each of the models `names`."""
     from hangjia.eval.mcq import dev_file_for, evaluate_mcq, load_mcq_csv, load_mcq_jsonl
 
     sets = []  # (name, items, shots, dev items)
@@ -186,7 +204,7 @@ def _multiple_choice(engine, cfg: ProjectConfig, status) -> list[dict[str, Any]]
         sets.append((f"general: {items[0].subject}", items, shots, dev))
     rows = []
     for set_name, items, k, dev in sets:
-        for name in engine.model_names:
+        for name in names:
             status(f"{set_name} · {name}")
             with engine.using(name) as model:
                 scored = evaluate_mcq(model, engine.tokenizer, items, k, dev, batch_size=cfg.eval.batch_size)
