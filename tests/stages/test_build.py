@@ -94,7 +94,7 @@ def test_build_runs_every_stage_with_a_local_model_dir_as_base(cfg, tmp_path):
     again = build(ws, cfg, console)
     assert all(r["skipped"] for r in again)
 
-    from hangjia.cli import _gate  # `hangjia eval --gate` over the stored results: its exit code
+    from hangjia.cli.pipeline import _gate  # `hangjia eval --gate` over the stored results: its exit code
 
     cfg.gate.min_domain_gain = 100.0  # the tuned model must gain 100 points: it cannot
     assert _gate(ws, cfg) == 1
