@@ -98,7 +98,14 @@ def test_accepted_corrections_make_a_promoted_candidate_that_traces_back_to_them
     # Only the two models the gate compares are evaluated: no time spent on base.
     results = json.loads((ws.stage_dir("eval") / "results.json").read_text())
     assert {c["model"] for c in results["conditions"]} == {"domain", PRODUCTION}
-    assert {r["measure"] for r in result.comparison} >= {"domain QA accuracy, RAG on", "domain QA accuracy, RAG off"}
+    measures = {r["measure"]: r for r in result.comparison}
+    assert set(measures) >= {"domain QA accuracy, RAG on", "domain QA accuracy, RAG off"}
+    # The one evaluation question the correction answered, apart from the two it did not: together, the whole set.
+    taught = measures["domain QA accuracy, RAG on: the 1 question the feedback answered"]
+    others = measures["domain QA accuracy, RAG on: the 2 questions no feedback answered"]
+    whole = measures["domain QA accuracy, RAG on"]
+    for side in ("candidate", "production"):
+        assert (taught[side] + 2 * others[side]) / 3 == pytest.approx(whole[side], abs=0.1)
     with Registry(url, ws.root) as registry:
         v2 = registry.version(2)
         aliases = {name: a.version for name, a in registry.aliases().items()}
@@ -109,6 +116,7 @@ def test_accepted_corrections_make_a_promoted_candidate_that_traces_back_to_them
         assert registry.history(alias=PRODUCTION)[-1].note == "hangjia retrain: gate passed against domain@1"
     report = result.report.read_text(encoding="utf-8")
     assert "# hangjia retrain: promoted" in report and "feedback_sft: 1 rows" in report
+    assert "the 1 question the feedback answered" in report and "partly memorisation" in report
     sft = json.loads(result.report.with_suffix(".json").read_text())["feedback"]["feedback_sft"]
     assert sft["rows"] == 1 and fb > 0
 

@@ -40,6 +40,7 @@ from hangjia.app.registry import CANDIDATE, PRODUCTION, Registry
 from hangjia.app.review import export
 from hangjia.core.config import ProjectConfig
 from hangjia.core.errors import HangjiaError
+from hangjia.core.jsonl import read_jsonl
 from hangjia.core.workspace import Workspace
 
 # What `hangjia retrain` did, in one word (RetrainResult.outcome).
@@ -149,6 +150,9 @@ def retrain(
     verdict = gate(ws, judged)
     result.gate = verdict.to_dict()
     result.comparison = comparison(json.loads((ws.stage_dir("eval") / "results.json").read_text(encoding="utf-8")))
+    result.comparison += taught_comparison(
+        read_jsonl(ws.stage_dir("eval") / "answers.jsonl"), taught_texts(ws, (sft_ref, dpo_ref))
+    )
     with Registry(url, ws.root) as registry:
         done = registry.register(provenance(ws, cfg.train.base_model), alias=CANDIDATE, by=by)
         result.candidate = done.version.version
@@ -182,6 +186,43 @@ def comparison(results: dict[str, Any]) -> list[dict[str, Any]]:
     for (model, name), row in sorted(choices.items()):
         if model == "domain" and (PRODUCTION, name) in choices:
             rows.append(_row(f"{name} (multiple choice)", row["acc"], choices[(PRODUCTION, name)]["acc"]))
+    return rows
+
+
+def taught_texts(ws: Workspace, refs: tuple[str | None, ...]) -> list[str]:
+    """The prompts of the feedback versions `refs` (their questions, with the passages shown beside them)."""
+    from hangjia.corpus.datasets import DatasetStore
+
+    store, texts = DatasetStore(ws.root / "datasets"), []
+    for ref in refs:
+        if ref is not None:
+            table = store.resolve(ref).read()
+            for column in ("instruction", "question"):
+                if column in table.column_names:
+                    texts += [t for t in table.column(column).to_pylist() if t]
+    return texts
+
+
+def taught_comparison(answers: list[dict[str, Any]], taught: list[str]) -> list[dict[str, Any]]:
+    """The QA rows again, split into the evaluation questions the feedback itself answered and the others.
+
+    A correction for an evaluation question teaches its answer, so a gain there is partly memorisation; the others
+    show what the feedback taught beyond the questions it answered. Nothing when no evaluation question was taught."""
+    hit = {a["id"] for a in answers if any(a["question"] in text for text in taught)}
+    if not hit:
+        return []
+    rows = []
+    for rag in (False, True):
+        cells: dict[tuple[str, bool], list[bool]] = {}
+        for a in answers:
+            if a["rag"] == rag and a["model"] in ("domain", PRODUCTION):
+                cells.setdefault((a["model"], a["id"] in hit), []).append(bool(a["correct"]))
+        for was_taught, label in ((True, "the feedback answered"), (False, "no feedback answered")):
+            cand, prod = cells.get(("domain", was_taught)), cells.get((PRODUCTION, was_taught))
+            if cand and prod:
+                n = len(cand)
+                what = f"domain QA accuracy, RAG {'on' if rag else 'off'}: the {n} question{'s' * (n != 1)} {label}"
+                rows.append(_row(what, sum(cand) / len(cand), sum(prod) / len(prod)))
     return rows
 
 
@@ -223,6 +264,12 @@ def write_report(ws: Workspace, result: RetrainResult) -> Path:
     lines += [
         f"| {r['measure']} | {r['candidate']} | {r['production']} | {r['change']:+.1f} |" for r in result.comparison
     ]
+    if any(": the " in r["measure"] for r in result.comparison):
+        lines += [
+            "",
+            "Questions the feedback answered were learned from their corrections: a gain there is partly "
+            "memorisation, and the questions no feedback answered show what carried over.",
+        ]
     if result.gate:
         lines += ["", f"## Gate: {'passed' if result.gate['passed'] else 'failed'}", ""]
         lines += [f"- {'✓' if c['passed'] else '✗'} {c['message']}" for c in result.gate["checks"]]
