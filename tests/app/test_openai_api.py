@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
-from hangjia.app.openai_api import StopScanner
 from hangjia.app.server import serve, startup_warnings
+from hangjia.app.streaming import StopScanner
 from hangjia.core.config import ServeConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.core.prompts import NOT_IN_DOCUMENTS

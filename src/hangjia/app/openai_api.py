@@ -6,42 +6,36 @@ free for /health, /metrics and other clients. Each generating request holds a sl
 (429 when it is full) from before its first token until its last, and a `Control` whose cancel event is set
 when its client goes away, so an abandoned request stops decoding and frees its slot. A greedy request asked before
 is answered from the response cache (app/cache.py) without a slot; a stream of it sends the answer as one piece.
+How a streamed answer is cut at stop strings and sent as chunks is app/streaming.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import run_in_threadpool
 
 from hangjia.app import ab
-from hangjia.app.admission import Admission, Admissions, QueueFull
+from hangjia.app.admission import Admissions, QueueFull
 from hangjia.app.cache import Answer, Entry, ResponseCache
 from hangjia.app.deps import AdmissionDep, CacheDep, EngineDep, MetricsDep, ServeConfigDep, StoreDep, VersionsDep
 from hangjia.app.embeddings import EMBEDDING_MODEL
 from hangjia.app.exchanges import ExchangeStore
-from hangjia.app.metrics import Metrics, RequestRecord
+from hangjia.app.metrics import Metrics
 from hangjia.app.registry import PRODUCTION
 from hangjia.app.schemas import (
     AssistantMessage,
     ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
     Choice,
-    ChunkChoice,
     CompletionRequest,
-    Delta,
-    ErrorDetail,
-    ErrorResponse,
     GuardVerdict,
     Model,
     ModelList,
@@ -49,69 +43,30 @@ from hangjia.app.schemas import (
     TextCompletion,
     Usage,
 )
+from hangjia.app.streaming import (
+    ChatChunks,
+    Slot,
+    StopScanner,
+    TextChunks,
+    cancel_on_disconnect,
+    event_stream,
+    replay,
+    sse_events,
+    token_usage,
+)
 from hangjia.app.versions import Versions
 from hangjia.core.citations import mark_cited
 from hangjia.core.config import ServeConfig
 from hangjia.core.errors import HangjiaError
 from hangjia.core.prompts import last_question
 from hangjia.eval.scoring import abstains
-from hangjia.llm.generation import Completion, Control, Engine, GenerationParams
+from hangjia.llm.generation import Completion, Engine, GenerationParams
 from hangjia.llm.guard import AnswerGuard
 from hangjia.llm.languages import language_note, model_languages
 from hangjia.llm.weights import BASE, DOMAIN, ModelWeights
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 log = logging.getLogger("uvicorn.error")
-
-DISCONNECT_POLL_S = 0.1  # how often a generating request checks that its client is still there
-
-
-class StopScanner:
-    """Turns raw text deltas into what the client sees: trimmed like `Engine.chat` trims its text, and cut
-    before the first stop string. Holds back only what may still turn out to be trailing whitespace or
-    the start of a stop string, so streamed pieces always join up to the non-streaming answer."""
-
-    def __init__(self, stop: list[str], trim: bool = True):
-        self.stop = [s for s in stop if s]
-        self.trim = trim  # chat answers are trimmed; /v1/completions text is returned as generated
-        self.pending = ""
-        self.started = False
-        self.stopped = False
-
-    def feed(self, piece: str) -> str:
-        if self.stopped:
-            return ""
-        if not self.started and self.trim:
-            piece = piece.lstrip()
-            self.started = bool(piece)
-        self.pending += piece
-        cuts = [i for i in (self.pending.find(s) for s in self.stop) if i >= 0]
-        if cuts:
-            self.stopped = True
-            out, self.pending = self._trimmed(self.pending[: min(cuts)]), ""
-            return out
-        split = len(self.pending) - self._stop_prefix_len()
-        split = len(self._trimmed(self.pending[:split]))
-        out, self.pending = self.pending[:split], self.pending[split:]
-        return out
-
-    def finish(self) -> str:
-        """The held-back tail once the model is done: a stop-string prefix that never completed is text."""
-        out, self.pending = ("" if self.stopped else self._trimmed(self.pending)), ""
-        return out
-
-    def _trimmed(self, text: str) -> str:
-        return text.rstrip() if self.trim else text
-
-    def _stop_prefix_len(self) -> int:
-        """Length of the longest end of `pending` that a stop string starts with."""
-        longest = 0
-        for s in self.stop:
-            for n in range(min(len(s) - 1, len(self.pending)), longest, -1):
-                if self.pending.endswith(s[:n]):
-                    longest = n
-                    break
-        return longest
 
 
 def _created(path) -> int:
@@ -156,26 +111,7 @@ async def _resolved(body: ChatCompletionRequest | CompletionRequest, versions: V
     return body if model == body.model else body.model_copy(update={"model": model})
 
 
-class _Slot:
-    """One admitted request: its metrics record, its admission slot, its hold on its model version and its decoding
-    control."""
-
-    def __init__(self, record: RequestRecord, admission: Admission, versions: Versions, model: str):
-        self.record, self.admission, self.versions, self.model = record, admission, versions, model
-        self.control = Control(on_step=record.step)
-        self.closed = False
-
-    def close(self) -> None:
-        """Stop decoding if it still runs, leave the gauges, free the slot and the version; safe to call twice."""
-        self.control.cancel.set()
-        if not self.closed:
-            self.closed = True
-            self.record.close()
-            self.admission.leave()
-            self.versions.release(self.model)
-
-
-async def _admit(model: str, metrics: Metrics, admissions: Admissions, versions: Versions) -> _Slot:
+async def _admit(model: str, metrics: Metrics, admissions: Admissions, versions: Versions) -> Slot:
     """A slot in `model`'s line, with `model` loaded (a named version loads on its first request)."""
     admission = admissions.of(model)
     record = metrics.request(model)
@@ -189,31 +125,13 @@ async def _admit(model: str, metrics: Metrics, admissions: Admissions, versions:
         raise
     record.admitted()
     versions.hold(model)
-    slot = _Slot(record, admission, versions, model)
+    slot = Slot(record, admission, versions, model)
     try:
         await run_in_threadpool(versions.load, model)
     except BaseException:
         slot.close()
         raise
     return slot
-
-
-@asynccontextmanager
-async def _cancel_on_disconnect(request: Request, control: Control) -> AsyncIterator[None]:
-    """Set the request's cancel event as soon as its client disconnects (checked every DISCONNECT_POLL_S)."""
-
-    async def watch() -> None:
-        while not control.cancel.is_set():
-            if await request.is_disconnected():
-                control.cancel.set()
-                return
-            await asyncio.sleep(DISCONNECT_POLL_S)
-
-    task = asyncio.create_task(watch())
-    try:
-        yield
-    finally:
-        task.cancel()
 
 
 def _params(body: ChatCompletionRequest | CompletionRequest, max_tokens: int) -> GenerationParams:
@@ -308,10 +226,6 @@ async def _cache_key(
     return await run_in_threadpool(cache.key, engine, _weights(engine, body.model), endpoint, request, rag)
 
 
-def _event_stream(events: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-
 class Services:
     """What answering a request uses, as one dependency: the /v1 routes and the web app's chat (app/web/) take it,
     and `answer_chat` answers with it."""
@@ -379,9 +293,9 @@ async def answer_chat(
         if not body.stream:
             return _chat_completion(hit, request_id, created, await run_in_threadpool(record, hit))
         first, last = _opening(hit.citations, hit.notes), _closing(hit.citations, lambda _: hit.answers[0].guard)
-        maker = _ChatChunks(request_id, created, body.model)
+        maker = ChatChunks(request_id, created, body.model)
         extra = {"exchange_id": await run_in_threadpool(record, hit)}
-        return _event_stream(_replay(maker, hit, first=first, last=last, include_usage=body.include_usage, extra=extra))
+        return event_stream(replay(maker, hit, first=first, last=last, include_usage=body.include_usage, extra=extra))
     slot = await _admit(body.model, metrics, admission, versions)
     try:
         if rag:
@@ -408,8 +322,8 @@ async def answer_chat(
                 exchange_id = record(entry)
                 return None if exchange_id is None else {"exchange_id": exchange_id}
 
-            maker = _ChatChunks(request_id, created, body.model)
-            events = _sse_events(
+            maker = ChatChunks(request_id, created, body.model)
+            events = sse_events(
                 maker,
                 deltas,
                 summary,
@@ -421,18 +335,18 @@ async def answer_chat(
                 include_usage=body.include_usage,
                 on_finished=remember,
             )
-            stream = _event_stream(events)
+            stream = event_stream(events)
             slot = None  # the event stream owns it now
             return stream
         if guard is not None and guard.early is not None:  # nothing to generate: the documents cannot say
             outs = [Completion(guard.early.reply, 0, 0, "stop")] * body.n
         else:
-            async with _cancel_on_disconnect(request, slot.control):
+            async with cancel_on_disconnect(request, slot.control):
                 outs = await run_in_threadpool(
                     engine.generate_texts, [prompt] * body.n, body.model, params, slot.control, trim=True
                 )
         answers = _answers(outs, body.stop_list, judge=guard.judge if guard is not None else None)
-        entry = Entry(body.model, answers, _usage(outs[:1], outs), kept, notes)
+        entry = Entry(body.model, answers, token_usage(outs[:1], outs), kept, notes)
         slot.record.finished(answers[0].finish_reason, entry.usage.prompt_tokens, entry.usage.completion_tokens)
         cache.put(key, entry)
         return _chat_completion(entry, request_id, created, await run_in_threadpool(record, entry))
@@ -463,8 +377,8 @@ async def completions(
         metrics.cached(body.model)
         if not body.stream:
             return _text_completion(hit, request_id, created)
-        maker = _TextChunks(request_id, created, body.model)
-        return _event_stream(_replay(maker, hit, include_usage=body.include_usage))
+        maker = TextChunks(request_id, created, body.model)
+        return event_stream(replay(maker, hit, include_usage=body.include_usage))
     slot = await _admit(body.model, metrics, admission, versions)
     try:
         if body.stream:
@@ -475,18 +389,18 @@ async def completions(
             def remember(answer: str, reason: str, usage: Usage) -> None:
                 cache.put(key, Entry(body.model, (Answer(answer, reason),), usage))
 
-            maker = _TextChunks(request_id, created, body.model)
+            maker = TextChunks(request_id, created, body.model)
             scanner = StopScanner(body.stop_list, trim=False)
-            events = _sse_events(
+            events = sse_events(
                 maker, deltas, summary, scanner, slot, request, include_usage=body.include_usage, on_finished=remember
             )
-            stream = _event_stream(events)
+            stream = event_stream(events)
             slot = None
             return stream
         rows = [p for p in prompts for _ in range(body.n)]  # OpenAI's order: prompt 0's n choices first
-        async with _cancel_on_disconnect(request, slot.control):
+        async with cancel_on_disconnect(request, slot.control):
             outs = await run_in_threadpool(engine.generate_texts, rows, body.model, params, slot.control)
-        entry = Entry(body.model, _answers(outs, body.stop_list, trim=False), _usage(outs[:: body.n], outs))
+        entry = Entry(body.model, _answers(outs, body.stop_list, trim=False), token_usage(outs[:: body.n], outs))
         slot.record.finished(entry.answers[0].finish_reason, entry.usage.prompt_tokens, entry.usage.completion_tokens)
         cache.put(key, entry)
         return _text_completion(entry, request_id, created)
@@ -572,152 +486,3 @@ def _chat_completion(entry: Entry, request_id: str, created: int, exchange_id: i
 def _text_completion(entry: Entry, request_id: str, created: int) -> TextCompletion:
     choices = [TextChoice(index=i, text=a.text, finish_reason=a.finish_reason) for i, a in enumerate(entry.answers)]
     return TextCompletion(id=request_id, created=created, model=entry.model, choices=choices, usage=entry.usage)
-
-
-def _usage(prompts: list[Completion], answers: list[Completion]) -> Usage:
-    """Each prompt counted once (n answers share it), every answer's tokens."""
-    prompt = sum(c.prompt_tokens for c in prompts)
-    completion = sum(c.completion_tokens for c in answers)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
-
-
-class _ChatChunks:
-    """`data: {...}` lines of one streamed chat completion, which all share its id, time and model."""
-
-    def __init__(self, request_id: str, created: int, model: str):
-        self.fields = {"id": request_id, "created": created, "model": model}
-
-    def __call__(self, delta: Delta | None = None, finish_reason: str | None = None, **extra) -> str:
-        choices = [] if delta is None else [ChunkChoice(delta=delta, finish_reason=finish_reason)]
-        return _sse(ChatCompletionChunk(**self.fields, choices=choices, **extra))
-
-    def first(self, **extra) -> str | None:
-        return self(Delta(role="assistant", content=""), **extra)
-
-    def text(self, text: str) -> str:
-        return self(Delta(content=text))
-
-    def finish(self, reason: str, **extra) -> str:
-        return self(Delta(), finish_reason=reason, **extra)
-
-    def usage(self, usage: Usage) -> str:
-        return self(usage=usage)
-
-
-class _TextChunks:
-    """`data: {...}` lines of one streamed text completion."""
-
-    def __init__(self, request_id: str, created: int, model: str):
-        self.fields = {"id": request_id, "created": created, "model": model}
-
-    def _chunk(self, choices: list[TextChoice], usage: Usage | None = None) -> str:
-        return _sse(TextCompletion(**self.fields, choices=choices, usage=usage))
-
-    def first(self, **extra) -> str | None:
-        return None
-
-    def text(self, text: str) -> str:
-        return self._chunk([TextChoice(text=text)])
-
-    def finish(self, reason: str, **extra) -> str:
-        return self._chunk([TextChoice(text="", finish_reason=reason)])
-
-    def usage(self, usage: Usage) -> str:
-        return self._chunk([], usage)
-
-
-def _sse(payload: ChatCompletionChunk | TextCompletion | ErrorResponse) -> str:
-    return f"data: {payload.model_dump_json()}\n\n"
-
-
-async def _sse_events(
-    maker: _ChatChunks | _TextChunks,
-    deltas: Iterator[str],
-    summary: Completion,
-    scanner: StopScanner,
-    slot: _Slot,
-    request: Request,
-    *,
-    first: dict[str, Any] | None = None,
-    last: Callable[[str], dict[str, Any]] | None = None,
-    include_usage: bool,
-    on_finished: Callable[[str, str, Usage], dict[str, Any] | None] | None = None,
-) -> AsyncIterator[str]:
-    """[Role,] content pieces, finish reason, [usage], [DONE]; stops sending text at a stop string. `first` adds
-    fields to the opening chunk; `last`, given the answer as sent, fields to the chunk with the finish reason;
-    `on_finished` is given the answer as sent, its finish reason and usage once the model is done (not on an error);
-    the fields it returns go out on a chunk of their own before the usage one (the stored exchange's id).
-
-    Owns the request's slot: frees it when the stream ends, fails, or is closed because the client left
-    (whose cancel event has already stopped the decoding by then)."""
-    done = False
-    sent: list[str] = []
-
-    def closing() -> dict[str, Any]:
-        return last("".join(sent)) if last is not None else {}
-
-    try:
-        async with _cancel_on_disconnect(request, slot.control):
-            opening = maker.first(**(first or {}))
-            if opening is not None:
-                yield opening
-            async for piece in iterate_in_threadpool(deltas):
-                if scanner.stopped:
-                    continue  # drain the rest: the usage counts are final only once the engine is done
-                text = scanner.feed(piece)
-                if text:
-                    sent.append(text)
-                    yield maker.text(text)
-                if scanner.stopped:
-                    yield maker.finish("stop", **closing())
-        done = True
-        if summary.finish_reason == "error":
-            error = ErrorDetail(message="Generation failed; see the server log.", type="server_error")
-            yield _sse(ErrorResponse(error=error))
-            yield "data: [DONE]\n\n"
-            return
-        reason = "stop" if scanner.stopped else summary.finish_reason
-        slot.record.finished(reason, summary.prompt_tokens, summary.completion_tokens)
-        if not scanner.stopped:
-            tail = scanner.finish()
-            if tail:
-                sent.append(tail)
-                yield maker.text(tail)
-            yield maker.finish(summary.finish_reason, **closing())
-        usage = _usage([summary], [summary])
-        extra = None if on_finished is None else await run_in_threadpool(on_finished, "".join(sent), reason, usage)
-        if extra:
-            yield maker(**extra)
-        if include_usage:
-            yield maker.usage(usage)
-        yield "data: [DONE]\n\n"
-    finally:
-        if not done:
-            # Closed early (the client left): the decoding thread stops at its next step; count what it made.
-            slot.record.finished("abort", summary.prompt_tokens, slot.control.steps)
-        slot.close()
-
-
-async def _replay(
-    maker: _ChatChunks | _TextChunks,
-    entry: Entry,
-    *,
-    first: dict[str, Any] | None = None,
-    last: Callable[[str], dict[str, Any]] | None = None,
-    include_usage: bool,
-    extra: dict[str, Any] | None = None,
-) -> AsyncIterator[str]:
-    """A cached answer as a stream, with the chunks `_sse_events` sends: [role,] the text in one piece, the finish
-    reason, [extra fields], [usage], [DONE]."""
-    answer = entry.answers[0]
-    opening = maker.first(**(first or {}))
-    if opening is not None:
-        yield opening
-    if answer.text:
-        yield maker.text(answer.text)
-    yield maker.finish(answer.finish_reason, **(last(answer.text) if last is not None else {}))
-    if extra and all(v is not None for v in extra.values()):
-        yield maker(**extra)
-    if include_usage:
-        yield maker.usage(entry.usage)
-    yield "data: [DONE]\n\n"
