@@ -99,3 +99,32 @@ def test_admission_is_first_come_first_served_and_a_cancelled_waiter_leaves_the_
         return order
 
     assert asyncio.run(scenario()) == ["first", "second"]
+
+
+def test_retry_after_is_when_a_slot_should_be_free_from_how_long_requests_held_one():
+    async def scenario() -> list[int]:
+        admission, told = Admission(max_running=2, max_waiting=1), []
+        for _ in range(2):
+            await admission.enter()
+        waiter = asyncio.create_task(admission.enter())
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull) as refused:
+            await admission.enter()
+        told.append(refused.value.retry_after)  # nothing has finished yet: the floor
+        admission.leave(held_s=9.0)  # the waiter takes this slot
+        await waiter
+        admission.leave(held_s=19.0)  # moving average: 0.8 × 9 + 0.2 × 19 = 11 s
+        await admission.enter()
+        waiter = asyncio.create_task(admission.enter())
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull) as refused:
+            await admission.enter()
+        told.append(refused.value.retry_after)  # one waiting ahead, two slots: 11 × 2 / 2
+        assert "retry in 11 s" in refused.value.message
+        admission.leave(held_s=600.0)
+        await waiter
+        admission.leave(held_s=600.0)
+        told.append(admission.retry_after)  # capped
+        return told
+
+    assert asyncio.run(scenario()) == [1, 11, 60]

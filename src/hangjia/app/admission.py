@@ -2,13 +2,17 @@
 
 A request that finds every slot taken and the queue full is refused at once with 429 and a Retry-After
 header (OpenAI clients back off and retry on it), rather than piling up until the server runs out of memory
-or the client times out. Lives on the event loop. `leave` is synchronous so that a request cancelled by its
-client's disconnect always frees its slot (an await in a cancelled task may itself be cancelled).
+or the client times out. Retry-After estimates when a slot frees for it: (requests waiting + 1) × the recent mean
+time a request holds a slot ÷ the slots (1 s until a request has finished, 60 s at most).
+
+Lives on the event loop. `leave` is synchronous so that a request cancelled by its client's disconnect always frees
+its slot (an await in a cancelled task may itself be cancelled).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 
 from hangjia.core.errors import HangjiaError
@@ -26,14 +30,26 @@ class QueueFull(HangjiaError):
         self.retry_after = retry_after
 
 
+MAX_RETRY_AFTER = 60  # seconds: past a minute a client is better told to come back soon and try again
+HOLD_WEIGHT = 0.2  # weight of the newest hold time in the moving average (about the last 5 requests count)
+
+
 class Admission:
-    def __init__(self, max_running: int, max_waiting: int, retry_after: int = 1):
+    def __init__(self, max_running: int, max_waiting: int):
         self.max_running = max_running
         self.max_waiting = max_waiting
-        self.retry_after = retry_after
-        """Seconds a refused client is told to wait; about one short answer on a CPU."""
         self.running = 0
+        self.hold_s: float | None = None
+        """Moving average of how long a request held its slot (None until one has left)."""
         self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds until a slot should be free for a refused request: everyone waiting goes first, and each
+        slot frees after about one hold time; 1 before any request finished, at most MAX_RETRY_AFTER."""
+        if self.hold_s is None:
+            return 1
+        return max(1, min(MAX_RETRY_AFTER, math.ceil(self.hold_s * (self.waiting + 1) / self.max_running)))
 
     @property
     def waiting(self) -> int:
@@ -57,7 +73,10 @@ class Admission:
                 self._waiters.remove(turn)
             raise
 
-    def leave(self) -> None:
+    def leave(self, held_s: float | None = None) -> None:
+        """Free a slot (for the next in line); `held_s`: how long it was held, which Retry-After learns from."""
+        if held_s is not None:
+            self.hold_s = held_s if self.hold_s is None else (1 - HOLD_WEIGHT) * self.hold_s + HOLD_WEIGHT * held_s
         self.running -= 1
         while self._waiters and self.running < self.max_running:
             turn = self._waiters.popleft()

@@ -10,6 +10,7 @@ when its stream ends, fails or its client goes away (app/openai_api.py admits re
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -93,6 +94,7 @@ class Slot:
         self.record, self.admission, self.versions, self.model = record, admission, versions, model
         self.control = Control(on_step=record.step)
         self.closed = False
+        self.admitted_at = time.monotonic()
 
     def close(self) -> None:
         """Stop decoding if it still runs, leave the gauges, free the slot and the version; safe to call twice."""
@@ -100,7 +102,7 @@ class Slot:
         if not self.closed:
             self.closed = True
             self.record.close()
-            self.admission.leave()
+            self.admission.leave(held_s=time.monotonic() - self.admitted_at)
             self.versions.release(self.model)
 
 
