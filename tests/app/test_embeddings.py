@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import openai
 import pytest
+from fastapi.testclient import TestClient
 
+from hangjia.app.server import create_app
+from hangjia.core.config import ServeConfig
 from hangjia.llm.generation import Engine
 from tests.app.conftest import live_server
 
@@ -42,3 +46,20 @@ def test_embedding_errors_are_clear(url):
     assert post(model="text-embedding-3-small").status_code == 404
     assert "384" in post(dimensions=256).json()["error"]["message"]
     assert "at least one" in post(input=[]).json()["error"]["message"]
+
+
+def test_embedding_requests_wait_in_their_own_line_and_get_429_past_it(tiny_model_dir):
+    """With the one embedding slot taken and no queue, a request is refused at once (429, Retry-After); generation
+    is not in that line, and once the slot is free the request is answered."""
+    app = create_app(Engine(tiny_model_dir), ServeConfig(max_waiting=0, max_new_tokens=2, cache_size=0))
+    line = app.state.embedding_admission
+    with TestClient(app) as client:
+        asyncio.run(line.enter())  # a free slot is taken without waiting: as if another request were embedding
+        refused = client.post("/v1/embeddings", json={"model": MODEL, "input": "E24"})
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert refused.json()["error"]["type"] == "rate_limit_error"
+        chat = {"model": "base", "messages": [{"role": "user", "content": "E24?"}], "max_tokens": 2}
+        assert client.post("/v1/chat/completions", json=chat).status_code == 200
+        line.leave()
+        assert client.post("/v1/embeddings", json={"model": MODEL, "input": "E24"}).status_code == 200
+        assert (line.running, line.waiting) == (0, 0)

@@ -1,14 +1,19 @@
-"""POST /v1/embeddings: the embedded all-MiniLM-L6-v2 (384-d, unit length), loaded on the first request."""
+"""POST /v1/embeddings: the embedded all-MiniLM-L6-v2 (384-d, unit length), loaded on the first request.
+
+One request embeds at a time, in a line of its own (`serve.max_waiting` long, 429 past it), so a burst of embedding
+requests waits there instead of tying up the threads that generation runs in."""
 
 from __future__ import annotations
 
 import base64
 import threading
+import time
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from hangjia.app.admission import Admission
 from hangjia.app.schemas import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 from hangjia.core.errors import HangjiaError
 
@@ -50,7 +55,7 @@ EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
 
 
 @router.post("/embeddings")
-async def embeddings(body: EmbeddingRequest, embedder: EmbedderDep) -> EmbeddingList:
+async def embeddings(body: EmbeddingRequest, embedder: EmbedderDep, request: Request) -> EmbeddingList:
     if body.model != EMBEDDING_MODEL:
         raise HangjiaError(
             f"Unknown embedding model '{body.model}'; this server has: {EMBEDDING_MODEL}.", status_code=404
@@ -62,7 +67,13 @@ async def embeddings(body: EmbeddingRequest, embedder: EmbedderDep) -> Embedding
     texts = body.texts
     if len(texts) > MAX_INPUTS:
         raise HangjiaError(f"At most {MAX_INPUTS} inputs per request (got {len(texts)}); split them.")
-    vectors, tokens = await run_in_threadpool(embedder.embed, texts)
+    admission: Admission = request.app.state.embedding_admission
+    await admission.enter()  # QueueFull: 429 with Retry-After, as for generation
+    started = time.monotonic()
+    try:
+        vectors, tokens = await run_in_threadpool(embedder.embed, texts)
+    finally:
+        admission.leave(held_s=time.monotonic() - started)
     if body.encoding_format == "base64":
         # Little-endian float32 bytes, as OpenAI sends them and its client decodes them.
         data = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors]

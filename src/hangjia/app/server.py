@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from hangjia.app import embeddings, feedback_api, openai_api, web
-from hangjia.app.admission import Admissions, QueueFull
+from hangjia.app.admission import Admission, Admissions, QueueFull
 from hangjia.app.auth import Accounts, Auth, secret_key
 from hangjia.app.backends import backend_of, build_backends
 from hangjia.app.cache import ResponseCache
@@ -55,6 +55,7 @@ def create_app(
     )
     app.state.cache = ResponseCache(serve_config.cache_size, app.state.metrics)
     app.state.embedder = embeddings.Embedder()
+    app.state.embedding_admission = Admission(1, serve_config.max_waiting)
     app.state.store = store
     app.include_router(openai_api.router)
     app.include_router(feedback_api.router)
