@@ -125,6 +125,9 @@ def test_accepted_corrections_make_a_promoted_candidate_that_traces_back_to_them
     config.write_text(json.dumps(cfg.model_dump(mode="json")), encoding="utf-8")
     listed = CliRunner().invoke(app, ["models", "-w", str(ws.root), "-c", str(config)])
     assert "domain@2 (the registry's production" in listed.output, listed.output
+    # The registry lists domain@2 (made by DPO last) with the loss of the SFT it started from.
+    registered = CliRunner().invoke(app, ["registry", "ls", "-w", str(ws.root), "-c", str(config)])
+    assert f"{train['counts']['final_train_loss']:.3f}" in registered.output, registered.output
     chat = ["chat", "-w", str(ws.root), "-c", str(config), "--max-tokens", "2"]
     chatted = CliRunner().invoke(app, chat, input="What does E24 mean?\n\n")
     assert chatted.exit_code == 0 and "domain is domain@2, the registry's production version" in chatted.output

@@ -79,7 +79,9 @@ def registry_ls(workspace: WorkspaceOpt, config: ConfigOpt = None) -> None:
         metrics = evaluation_metrics(v.evaluation)
         accuracy = metrics.get("eval.domain.rag_on.accuracy", metrics.get("eval.domain.rag_off.accuracy"))
         gate = {1.0: "passed", 0.0: "[red]failed[/]"}.get(metrics.get("eval.gate.passed"), "—")
-        loss = v.lineage.get("training", {}).get("final_train_loss")
+        # SFT's loss, also for a version DPO made last (its own counts hold DPO's loss, another quantity).
+        sft = v.lineage.get("stages", {}).get("train", {}).get("counts") or v.lineage.get("training", {})
+        loss = sft.get("final_train_loss")
         table.add_row(
             v.ref,
             ", ".join(sorted(a for a, row in aliases.items() if row.version == v.version)),
