@@ -218,6 +218,8 @@ def test_a_better_registry_candidate_is_promoted_and_a_worse_one_stopped(store, 
     # Now production and candidate are the same version: nothing more to decide.
     again = CliRunner().invoke(cli, args)
     assert "nothing to do" in again.output and registry.aliases()["production"].version == 2
+    assert "both answer with domain@2 now" in " ".join(again.output.split())
+    assert "p=" not in again.output  # no test of a version against itself
     registry.close()
 
 

@@ -112,6 +112,9 @@ def registry_names(session: Session) -> Callable[[str], str]:
     return lambda name: concrete(name, targets)
 
 
+ONE_VERSION = "one version"  # report()'s verdict when both sides answer with the same version: nothing to compare
+
+
 def report(session: Session, config: ABConfig, alpha: float = 0.05, since: datetime | None = None) -> dict[str, Any]:
     """The A/B report of `config.model` against `config.candidate` (each as the version it resolves to now), with a
     verdict; `since`: only the exchanges from then on (the test's period)."""
@@ -128,6 +131,8 @@ def report(session: Session, config: ABConfig, alpha: float = 0.05, since: datet
         "wins": wins(candidate.wins, candidate.duels),
         "abstention": two_proportions(candidate.abstained, candidate.exchanges, control.abstained, control.exchanges),
     }
+    if model_version == candidate_version:  # the test ended (--act moved an alias) or serve.ab names one version
+        tests = dict.fromkeys(tests)
     better, worse = [], []
     for name, p in tests.items():
         # A change in abstentions is reported but judged by neither side: abstaining is right when the documents
@@ -137,7 +142,9 @@ def report(session: Session, config: ABConfig, alpha: float = 0.05, since: datet
         sign = _direction(name, candidate, control)
         (better if sign > 0 else worse).append(name)
     verdict = (
-        "better"
+        ONE_VERSION
+        if model_version == candidate_version
+        else "better"
         if better and not worse
         else "worse"
         if worse and not better

@@ -272,7 +272,7 @@ def ab_report(
 
     from rich.table import Table
 
-    from hangjia.app.ab import report
+    from hangjia.app.ab import ONE_VERSION, report
     from hangjia.app.db.engine import make_engine, make_sessions
     from hangjia.core.config import ABConfig
 
@@ -314,8 +314,17 @@ def ab_report(
         )
     out.print(table)
     ps = ", ".join(f"{k} p={v:.3g}" for k, v in result["p_values"].items() if v is not None) or "nothing to test yet"
-    out.print(escape(f"candidate vs model: {ps}"))
+    if result["verdict"] != ONE_VERSION:
+        out.print(escape(f"candidate vs model: {ps}"))
+    if result["verdict"] == ONE_VERSION:
+        out.print(
+            escape(
+                f"{ab.model} and {ab.candidate} both answer with {result['versions']['model']} now: the test has "
+                "ended (an alias moved) or serve.ab names one version twice; nothing to compare."
+            )
+        )
     verdict = {
+        ONE_VERSION: "the same version as the model",
         "better": "significantly better than the model",
         "worse": "significantly worse than the model",
         "mixed": "significantly better on some measures and worse on others",
