@@ -151,7 +151,7 @@ def retrain(
     result.gate = verdict.to_dict()
     result.comparison = comparison(json.loads((ws.stage_dir("eval") / "results.json").read_text(encoding="utf-8")))
     result.comparison += taught_comparison(
-        read_jsonl(ws.stage_dir("eval") / "answers.jsonl"), taught_texts(ws, (sft_ref, dpo_ref))
+        read_jsonl(ws.stage_dir("eval") / "answers.jsonl"), taught_texts(ws, sft_ref, dpo_ref)
     )
     with Registry(url, ws.root) as registry:
         done = registry.register(provenance(ws, cfg.train.base_model), alias=CANDIDATE, by=by)
@@ -189,18 +189,13 @@ def comparison(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def taught_texts(ws: Workspace, refs: tuple[str | None, ...]) -> list[str]:
-    """The prompts of the feedback versions `refs` (their questions, with the passages shown beside them)."""
-    from hangjia.corpus.datasets import DatasetStore
+def taught_texts(ws: Workspace, sft_ref: str | None, dpo_ref: str | None) -> list[str]:
+    """The prompts of the feedback versions (their questions, with the passages shown beside them)."""
+    from hangjia.stages.preference import feedback_preferences
+    from hangjia.stages.train import feedback_examples
 
-    store, texts = DatasetStore(ws.root / "datasets"), []
-    for ref in refs:
-        if ref is not None:
-            table = store.resolve(ref).read()
-            for column in ("instruction", "question"):
-                if column in table.column_names:
-                    texts += [t for t in table.column(column).to_pylist() if t]
-    return texts
+    texts = [prompt for prompt, _ in feedback_examples(ws, sft_ref)[1]]
+    return texts + ([question for question, _, _ in feedback_preferences(ws, dpo_ref)] if dpo_ref else [])
 
 
 def taught_comparison(answers: list[dict[str, Any]], taught: list[str]) -> list[dict[str, Any]]:
@@ -222,7 +217,7 @@ def taught_comparison(answers: list[dict[str, Any]], taught: list[str]) -> list[
             if cand and prod:
                 n = len(cand)
                 what = f"domain QA accuracy, RAG {'on' if rag else 'off'}: the {n} question{'s' * (n != 1)} {label}"
-                rows.append(_row(what, sum(cand) / len(cand), sum(prod) / len(prod)))
+                rows.append({**_row(what, sum(cand) / len(cand), sum(prod) / len(prod)), "taught": was_taught})
     return rows
 
 
@@ -264,7 +259,7 @@ def write_report(ws: Workspace, result: RetrainResult) -> Path:
     lines += [
         f"| {r['measure']} | {r['candidate']} | {r['production']} | {r['change']:+.1f} |" for r in result.comparison
     ]
-    if any(": the " in r["measure"] for r in result.comparison):
+    if any("taught" in r for r in result.comparison):
         lines += [
             "",
             "Questions the feedback answered were learned from their corrections: a gain there is partly "

@@ -75,7 +75,7 @@ def _preference_inputs(ws: Workspace, cfg: ProjectConfig, feedback: str | None =
     return inputs
 
 
-def _feedback_preferences(ws: Workspace, ref: str, limit: int) -> list[tuple[str, str, str]]:
+def feedback_preferences(ws: Workspace, ref: str, limit: int | None = None) -> list[tuple[str, str, str]]:
     """The pairs of a feedback_dpo version (`hangjia feedback export`): the question as the model read it, the
     picked draft or the correction, the draft or answer it replaced."""
     from hangjia.corpus.datasets import DatasetStore
@@ -89,7 +89,7 @@ def _preferences(
 ) -> tuple[list, list, str]:
     """(train, val) preference pairs and where they came from; the pairs used are saved in the stage folder."""
     if feedback is not None:
-        pairs, origin = _feedback_preferences(ws, feedback, cfg.preference.max_pairs), feedback
+        pairs, origin = feedback_preferences(ws, feedback, cfg.preference.max_pairs), feedback
     elif cfg.preference.file is not None:
         pairs, origin = _read_preferences(cfg.preference.file, cfg.preference.max_pairs), "file"
     else:
