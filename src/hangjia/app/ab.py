@@ -123,16 +123,22 @@ def report(session: Session, config: ABConfig, alpha: float = 0.05, since: datet
     model_version, candidate_version = resolve(config.model), resolve(config.candidate)
     control = arms.get(model_version, Arm(model_version))
     candidate = arms.get(candidate_version, Arm(candidate_version))
-    tests = {
-        "thumbs_up": two_proportions(
-            sum(candidate.thumbs), len(candidate.thumbs), sum(control.thumbs), len(control.thumbs)
-        ),
-        "rating": welch(candidate.ratings, control.ratings),
-        "wins": wins(candidate.wins, candidate.duels),
-        "abstention": two_proportions(candidate.abstained, candidate.exchanges, control.abstained, control.exchanges),
-    }
-    if model_version == candidate_version:  # the test ended (--act moved an alias) or serve.ab names one version
-        tests = dict.fromkeys(tests)
+    # Both sides one version (the test ended: --act moved an alias; or serve.ab names one version twice): no tests.
+    same = model_version == candidate_version
+    tests = (
+        dict.fromkeys(("thumbs_up", "rating", "wins", "abstention"))
+        if same
+        else {
+            "thumbs_up": two_proportions(
+                sum(candidate.thumbs), len(candidate.thumbs), sum(control.thumbs), len(control.thumbs)
+            ),
+            "rating": welch(candidate.ratings, control.ratings),
+            "wins": wins(candidate.wins, candidate.duels),
+            "abstention": two_proportions(
+                candidate.abstained, candidate.exchanges, control.abstained, control.exchanges
+            ),
+        }
+    )
     better, worse = [], []
     for name, p in tests.items():
         # A change in abstentions is reported but judged by neither side: abstaining is right when the documents
@@ -143,7 +149,7 @@ def report(session: Session, config: ABConfig, alpha: float = 0.05, since: datet
         (better if sign > 0 else worse).append(name)
     verdict = (
         ONE_VERSION
-        if model_version == candidate_version
+        if same
         else "better"
         if better and not worse
         else "worse"
