@@ -1,9 +1,10 @@
 """The `hangjia` command. Each subcommand is a plain function; its docstring is its --help.
 
-The commands live in the modules beside this one, a group each; importing them registers them on `app`, and the
-order of the imports is the order `hangjia --help` lists them in:
+The commands live in the modules beside this one; `hangjia --help` lists the plain commands in the order their
+modules are imported below, then the command groups in the order they are added:
 
-    common.py     the app, the consoles, the options every command shares, the workspace setup
+    root.py       the app and its consoles
+    options.py    the options commands share, and the workspace, config and database they open
     pipeline.py   init, ingest, synth, select, train, pretrain, dpo, reward, export, tune, eval, drift, build
     serving.py    serve, chat, models
     data.py       data (versioned datasets)
@@ -20,12 +21,23 @@ import sys
 from hangjia import __version__
 
 # isort: off
-# Each import registers its commands on `app`; --help lists them in this order.
-from hangjia.cli import pipeline, serving, data, database, registry, feedback  # noqa: F401
+from hangjia.cli import pipeline, serving  # noqa: F401 (importing registers their commands, first in --help)
+from hangjia.cli import data, database, registry, feedback
 
 # isort: on
-from hangjia.cli.common import app, console, out
+from hangjia.cli.root import app, console, out
 from hangjia.core.errors import HangjiaError
+
+for group, name in (
+    (data.data_app, "data"),
+    (database.db_app, "db"),
+    (database.users_app, "users"),
+    (registry.registry_app, "registry"),
+    (registry.ab_app, "ab"),
+    (feedback.review_app, "review"),
+    (feedback.feedback_app, "feedback"),
+):
+    app.add_typer(group, name=name)
 
 __all__ = ["app", "main"]
 

@@ -9,12 +9,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hangjia.cli.common import WorkspaceOpt, app, out
+from hangjia.cli.options import WorkspaceOpt
+from hangjia.cli.root import out
 from hangjia.core.errors import HangjiaError
 from hangjia.core.workspace import Workspace
 
 data_app = typer.Typer(help="Versioned datasets: list, show, diff, lineage.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
 
 
 def _store(workspace: Path):

@@ -10,12 +10,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hangjia.cli.common import ConfigOpt, WorkspaceOpt, _database_url, app, out
+from hangjia.cli.options import ConfigOpt, WorkspaceOpt, _database_url
+from hangjia.cli.root import out
 
 db_app = typer.Typer(
     help="The web app's database (users, conversations, feedback, reviews): its schema version.", no_args_is_help=True
 )
-app.add_typer(db_app, name="db")
 
 
 def _migrate(workspace: Path, config: Path | None, step: Any, revision: str) -> None:
@@ -68,7 +68,6 @@ users_app = typer.Typer(
     help="Who may sign in to the web app (`hangjia serve` at /) and with which role: user, reviewer, admin.",
     no_args_is_help=True,
 )
-app.add_typer(users_app, name="users")
 UserArg = Annotated[str, typer.Argument(help="The user's name (what they type to sign in).")]
 PasswordStdinOpt = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin (scripts).")

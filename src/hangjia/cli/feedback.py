@@ -10,18 +10,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hangjia.cli.common import ConfigOpt, WorkspaceOpt, _database_url, _setup, app, console, out
+from hangjia.cli.options import ConfigOpt, WorkspaceOpt, _database_url, _setup
 from hangjia.cli.pipeline import _print_drift, _served_for_drift
 from hangjia.cli.registry import ByOpt
+from hangjia.cli.root import app, console, out
 from hangjia.core.workspace import Workspace
 
 review_app = typer.Typer(
     help="The review queue: corrections, preferences and good answers wait for a reviewer before they teach the model.",
     no_args_is_help=True,
 )
-app.add_typer(review_app, name="review")
 feedback_app = typer.Typer(help="Feedback as training data.", no_args_is_help=True)
-app.add_typer(feedback_app, name="feedback")
 ReviewerOpt = Annotated[str, typer.Option("--by", help="The reviewer: a user with the role reviewer or admin.")]
 
 

@@ -6,31 +6,74 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated, Any, get_args
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hangjia.cli.common import (
-    ConfigOpt,
-    DocsOpt,
-    EngineOpt,
-    ForceOpt,
-    QuestionsOpt,
-    WorkspaceOpt,
-    _fmt,
-    _pct,
-    _register_build,
-    _setup,
-    _summary,
-    app,
-    console,
-    out,
-)
+from hangjia.cli.options import ConfigOpt, DocsOpt, EngineOpt, ForceOpt, QuestionsOpt, WorkspaceOpt, _setup
+from hangjia.cli.registry import _register_build
+from hangjia.cli.root import _fmt, _pct, app, console, out
 from hangjia.core.config import GgufType, config_template
 from hangjia.core.errors import HangjiaError
 from hangjia.core.workspace import Workspace
+
+
+def _summary(results: list[dict[str, Any]], title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    table.add_column("stage")
+    table.add_column("status")
+    table.add_column("output")
+    table.add_column("counts")
+    for r in results:
+        counts = ", ".join(f"{k}={_fmt(v)}" for k, v in r["counts"].items() if not isinstance(v, dict))
+        table.add_row(r["stage"], "unchanged, skipped" if r["skipped"] else "done", r["dir"], counts)
+    out.print(table)
+    for r in results:
+        if "report" in r:
+            _ingest_report(r["report"])
+        if "summary" in r:  # synth and select: examples per generator, drops per reason
+            from hangjia.instruct.report import print_summary
+
+            print_summary(out, r["summary"])
+            out.print(f"report: {Path(r['dir']) / 'report.html'}")
+
+
+def _ingest_report(report: dict[str, Any]) -> None:
+    """What ingest did to the documents, in words: formats, PII removed, duplicates, skips with reasons."""
+    formats = ", ".join(f"{n} {fmt}" for fmt, n in sorted(report["formats"].items()))
+    out.print(f"loaded {report['documents']} documents ({formats}) → {report['chunks']} chunks")
+    if report.get("pii"):
+        out.print("redacted PII: " + ", ".join(f"{n} {kind}" for kind, n in sorted(report["pii"].items())))
+    _kept_contacts(report.get("pii_kept", []), report.get("pii_keep_rules", {}))
+    cleaning = report.get("cleaning") or {}
+    if cleaning:
+        out.print(
+            f"cleaning: {cleaning.get('documents_changed', 0)} documents changed, "
+            f"{cleaning.get('header_footer_lines', 0)} repeated header/footer lines and "
+            f"{cleaning.get('boilerplate_lines', 0)} boilerplate lines dropped"
+        )
+    for cluster in report.get("duplicates", []):
+        dropped = ", ".join(m for m in cluster["members"] if m != cluster["kept"])
+        out.print(
+            f"[cyan]{cluster['kind']} duplicate[/] kept {cluster['kept']}, dropped {dropped} "
+            f"(similarity {cluster['similarity']:.2f}; {cluster['reason']})"
+        )
+    for skip in report["skipped"]:
+        out.print(f"[yellow]skipped[/] {skip['path']}: {skip['reason']}")
+
+
+def _kept_contacts(kept: list[dict[str, Any]], why: dict[str, str], shown: int = 8) -> None:
+    """The published contacts ingest left in the text, by the rule that kept them, `shown` values a rule."""
+    if not kept:
+        return
+    out.print(f"kept {len(kept)} published contacts ({sum(k['count'] for k in kept)} mentions) as not personal:")
+    for rule in sorted({k["rule"] for k in kept}):
+        values = [f"{k['value']} ×{k['count']}" if k["count"] > 1 else k["value"] for k in kept if k["rule"] == rule]
+        more = f", … {len(values) - shown} more (ingest/report.json)" if len(values) > shown else ""
+        line = f"  [green]{rule}[/]: {', '.join(values[:shown])}{more} [dim]({why.get(rule, '')})[/]"  # no "[" in them
+        out.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()

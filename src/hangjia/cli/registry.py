@@ -1,4 +1,5 @@
-"""`hangjia registry` (versions, aliases, promote, rollback, history) and `hangjia ab` (A/B reports)."""
+"""`hangjia registry` (versions, aliases, promote, rollback, history), `hangjia ab` (A/B reports), and the registry
+lookups `build` (registering its model) and `chat`/`models` (production's version) use."""
 
 from __future__ import annotations
 
@@ -10,29 +11,86 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hangjia.cli.common import (
-    ConfigOpt,
-    WorkspaceOpt,
-    _database_url,
-    _fmt,
-    _pct,
-    _registered,
-    _registry,
-    _setup,
-    app,
-    out,
-)
+from hangjia.cli.options import ConfigOpt, WorkspaceOpt, _database_url, _setup
+from hangjia.cli.root import _fmt, _pct, out
+from hangjia.core.config import ProjectConfig
+from hangjia.core.workspace import Workspace
 
 registry_app = typer.Typer(
     help="The model registry: numbered versions of `domain` with their lineage, aliases (production, candidate), "
     "promote, rollback and the history of every move.",
     no_args_is_help=True,
 )
-app.add_typer(registry_app, name="registry")
 RefArg = Annotated[str, typer.Argument(help="A version: N, domain@N or an alias (candidate, domain@production).")]
 AliasOpt = Annotated[str, typer.Option("--alias", help="The alias to move.")]
 ByOpt = Annotated[str | None, typer.Option("--by", help="Who does it (default: the login name).")]
 NoteOpt = Annotated[str | None, typer.Option("--note", help="Why, kept in the history.")]
+
+
+def _production(ws: Workspace, cfg: ProjectConfig) -> tuple[str, Path] | None:
+    """The registry's production version of `domain` (its ref and weights folder), which `domain` means once there is
+    one, as `hangjia serve` resolves it; None without a registry or a production alias. Reads only."""
+    from hangjia.app.db.engine import database_url, make_engine
+    from hangjia.app.db.schema import current
+    from hangjia.app.registry import PRODUCTION, Registry, has_registry
+
+    url = database_url(cfg.database.url, ws.root)
+    if current(url) is None:
+        return None
+    engine = make_engine(url)
+    try:
+        if not has_registry(engine):
+            return None
+    finally:
+        engine.dispose()
+    with Registry(url, ws.root, create=False) as registry:
+        alias = registry.aliases().get(PRODUCTION)
+        if alias is None:
+            return None
+        version = registry.version(alias.version)
+        return version.ref, registry.weights(version)
+
+
+def _registry(ws: Workspace, cfg: ProjectConfig):
+    """The workspace's registry, its tables created or updated first."""
+    from hangjia.app.db.engine import database_url
+    from hangjia.app.registry import Registry
+
+    return Registry(database_url(cfg.database.url, ws.root), ws.root)
+
+
+def _registered(done, moved=None, why: str = "") -> None:
+    """Say what a registration did, and what it did to the aliases."""
+    v = done.version
+    if done.created:
+        out.print(f"registered {v.ref}: {v.kind} weights {v.digest[:12]} (registry/blobs), by {v.created_by}")
+    else:
+        evaluated = "; its evaluation filled in" if done.evaluation_updated else ""
+        out.print(f"{v.ref} already holds these weights and lineage: nothing new registered{evaluated}")
+    for event in (done.moved, moved):
+        if event is not None:
+            out.print(
+                f"{v.model}@{event.alias} → {v.ref}" + (f" (was {event.from_version})" if event.from_version else "")
+            )
+    if why:
+        out.print(why)
+
+
+def _register_build(ws: Workspace, cfg: ProjectConfig) -> None:
+    """After a build: register the model as `candidate`, and as `production` when there is none yet and the gate
+    (gate: rules, when any are set) passed."""
+    from hangjia.app.lineage import provenance
+    from hangjia.app.registry import register_build
+    from hangjia.eval.gate import active_rules
+    from hangjia.stages.eval import gate
+
+    passed = None
+    if active_rules(cfg.gate):
+        passed = gate(ws, cfg).passed if ws.manifest("eval") else False
+    made = provenance(ws, cfg.train.base_model)
+    with _registry(ws, cfg) as registry:
+        done, moved, why = register_build(registry, made, passed)
+    _registered(done, moved, why)
 
 
 @registry_app.command("register")
@@ -245,7 +303,6 @@ def registry_export_mlflow(
 ab_app = typer.Typer(
     help="A/B tests between two served versions (serve.ab): what users said of each.", no_args_is_help=True
 )
-app.add_typer(ab_app, name="ab")
 
 
 @ab_app.command("report")

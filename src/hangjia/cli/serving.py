@@ -8,7 +8,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hangjia.cli.common import ConfigOpt, WorkspaceOpt, _fmt, _production, _setup, app, console, out
+from hangjia.cli.options import ConfigOpt, WorkspaceOpt, _setup
+from hangjia.cli.registry import _production
+from hangjia.cli.root import _fmt, app, console, out
 from hangjia.core.errors import HangjiaError
 
 
